@@ -1,0 +1,172 @@
+//! Owners as the runtime tracks them: registration, background lease renewal, loss and automatic
+//! re-registration (SPEC §4).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Inner, OwnerEntry, OwnerSignal, StoreEvent};
+use crate::{LeaseState, NewOwner, OwnerId, OwnerInfo, PropertyBag, StoreError};
+
+/// How often a failing renewal (or recovery) is retried.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// What a command needs to know about its owner.
+#[derive(Debug, Clone)]
+pub(super) struct OwnerContext {
+    pub(super) host_type: Option<String>,
+}
+
+impl Inner {
+    /// Records an owner the provider registered.
+    pub(super) fn register_owner(&self, info: &OwnerInfo, lease: Duration) {
+        let entry = OwnerEntry {
+            host_type: info.host_type.clone(),
+            metadata: info.metadata.clone(),
+            lease,
+            lease_expires_at: info.lease_expires_at,
+            lost: false,
+            claims: HashMap::new(),
+            signal: watch::Sender::new(OwnerSignal::default()),
+        };
+        let mut state = self.state();
+        state.owners.insert(info.id, entry);
+        if state.default_owner.is_none() {
+            state.default_owner = Some(info.id);
+        }
+        drop(state);
+        self.owners_changed.notify_one();
+    }
+
+    /// The owner's context if it is alive. An owner whose lease has passed by the store's clock
+    /// is marked lost here, without waiting for the renewal task to notice.
+    pub(super) fn check_owner(self: &Arc<Self>, owner: OwnerId) -> Result<OwnerContext, StoreError> {
+        let expired = {
+            let state = self.state();
+            let Some(entry) = state.owners.get(&owner) else {
+                return Err(StoreError::invalid(format!(
+                    "owner {owner} was not created through this store; bind handles to owners this store created"
+                )));
+            };
+            if entry.lost {
+                return Err(StoreError::OwnerLost { owner });
+            }
+            if self.clock.now() < entry.lease_expires_at {
+                return Ok(OwnerContext { host_type: entry.host_type.clone() });
+            }
+            true
+        };
+        if expired {
+            self.mark_lost(owner);
+        }
+        Err(StoreError::OwnerLost { owner })
+    }
+
+    /// Marks an owner deleted: like lost, but without an event or a replacement.
+    pub(super) fn mark_deleted(&self, owner: OwnerId) {
+        let mut state = self.state();
+        if let Some(entry) = state.owners.get_mut(&owner) {
+            entry.lost = true;
+            entry.claims.clear();
+            entry.signal.send_modify(|s| s.lost = true);
+        }
+        if state.default_owner == Some(owner) {
+            state.default_owner = None;
+        }
+        drop(state);
+        self.owners_changed.notify_one();
+    }
+
+    /// Marks an owner lost, reports it, and starts its replacement if auto-recovery is on.
+    pub(super) fn mark_lost(self: &Arc<Self>, owner: OwnerId) {
+        let replacement = {
+            let mut state = self.state();
+            let Some(entry) = state.owners.get_mut(&owner) else { return };
+            if entry.lost {
+                return;
+            }
+            entry.lost = true;
+            entry.claims.clear();
+            entry.signal.send_modify(|s| s.lost = true);
+            (entry.host_type.clone(), entry.metadata.clone(), entry.lease)
+        };
+        tracing::warn!(%owner, "owner lost: its lease ended before it could be renewed");
+        let _ = self.events.send(StoreEvent::OwnerLost { owner });
+        self.owners_changed.notify_one();
+        if self.settings.auto_recover_owner {
+            let inner = self.clone();
+            let (host_type, metadata, lease) = replacement;
+            self.spawn(async move { inner.recover(owner, host_type, metadata, lease).await });
+        }
+    }
+
+    async fn recover(self: Arc<Self>, lost: OwnerId, host_type: Option<String>, metadata: PropertyBag, lease: Duration) {
+        loop {
+            let request = NewOwner { host_type: host_type.clone(), metadata: metadata.clone(), lease, machine: self.machine.clone() };
+            match self.provider.create_owner(request).await {
+                Ok(info) => {
+                    self.register_owner(&info, lease);
+                    {
+                        let mut state = self.state();
+                        if state.default_owner == Some(lost) {
+                            state.default_owner = Some(info.id);
+                        }
+                    }
+                    tracing::info!(%lost, replacement = %info.id, "owner recovered");
+                    let _ = self.events.send(StoreEvent::OwnerRecovered { lost, replacement: info.id });
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%lost, error = %e, "could not register a replacement owner; retrying");
+                    if !self.sleep(RETRY_EVERY).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The renewal task: renews every `renew_every`, or every second while renewals fail.
+pub(super) async fn run_renewals(inner: Arc<Inner>) {
+    loop {
+        let wait = if renew_all(&inner).await { inner.settings.renew_every } else { RETRY_EVERY };
+        if !inner.sleep(wait).await {
+            return;
+        }
+    }
+}
+
+/// One renewal pass over the live owners; true if every renewal succeeded.
+pub(super) async fn renew_all(inner: &Arc<Inner>) -> bool {
+    let owners: Vec<(OwnerId, Duration)> = {
+        let state = inner.state();
+        state.owners.iter().filter(|(_, e)| !e.lost).map(|(id, e)| (*id, e.lease)).collect()
+    };
+    let mut all_renewed = true;
+    for (owner, lease) in owners {
+        match inner.provider.renew_lease(owner, lease).await {
+            Ok(LeaseState::Renewed { expires_at }) => {
+                let mut state = inner.state();
+                if let Some(entry) = state.owners.get_mut(&owner) {
+                    entry.lease_expires_at = entry.lease_expires_at.max(expires_at);
+                }
+            }
+            Ok(LeaseState::Expired | LeaseState::Missing) => inner.mark_lost(owner),
+            Err(e) => {
+                all_renewed = false;
+                tracing::warn!(%owner, error = %e, "lease renewal failed; retrying until the lease ends");
+                let expired = {
+                    let state = inner.state();
+                    state.owners.get(&owner).is_some_and(|e| inner.clock.now() >= e.lease_expires_at)
+                };
+                if expired {
+                    inner.mark_lost(owner);
+                }
+            }
+        }
+    }
+    all_renewed
+}

@@ -1,0 +1,181 @@
+//! Time: the [`Timestamp`] type and the [`Clock`] every lease, timer, retry and timeout is judged by.
+//!
+//! The store never reads the system clock directly. Production uses [`SystemClock`]; tests use
+//! [`ManualClock`] and move time with [`ManualClock::advance`], never by sleeping.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+/// A UTC instant with microsecond precision (what every supported storage keeps exactly).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The Unix epoch.
+    pub const UNIX_EPOCH: Timestamp = Timestamp(0);
+
+    /// From microseconds since the Unix epoch.
+    pub const fn from_micros(micros: i64) -> Self {
+        Self(micros)
+    }
+
+    /// Microseconds since the Unix epoch.
+    pub const fn as_micros(&self) -> i64 {
+        self.0
+    }
+
+    /// From a `SystemTime` (truncated to microseconds).
+    pub fn from_system_time(t: SystemTime) -> Self {
+        match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Self(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => Self(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// As a `SystemTime`.
+    pub fn to_system_time(&self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_micros(self.0.unsigned_abs())
+        } else {
+            UNIX_EPOCH - Duration::from_micros(self.0.unsigned_abs())
+        }
+    }
+
+    /// This instant plus a duration (saturating).
+    pub fn plus(&self, d: Duration) -> Self {
+        Self(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+    }
+
+    /// This instant minus a duration (saturating).
+    pub fn minus(&self, d: Duration) -> Self {
+        Self(self.0.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+    }
+
+    /// How long from `earlier` to `self`; zero if `earlier` is later.
+    pub fn since(&self, earlier: Timestamp) -> Duration {
+        Duration::from_micros(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_rfc3339_micros(self.to_system_time()))
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A boxed future, as returned by [`Clock::sleep_until`].
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The source of time for a store: leases, timers, retries, command timeouts and the fallback
+/// poll are all judged by it, so a test can move all of them together.
+pub trait Clock: fmt::Debug + Send + Sync + 'static {
+    /// The current instant.
+    fn now(&self) -> Timestamp;
+
+    /// Completes once `now() >= deadline`. Must be cancel-safe (dropping it does nothing).
+    fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<()>;
+}
+
+/// The real clock: system time, sleeping on the tokio timer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_system_time(SystemTime::now())
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<()> {
+        let wait = deadline.since(self.now());
+        Box::pin(tokio::time::sleep(wait))
+    }
+}
+
+/// A clock that only moves when told to. Cloning shares the same time.
+#[derive(Debug, Clone)]
+pub struct ManualClock {
+    now: Arc<watch::Sender<Timestamp>>,
+}
+
+impl ManualClock {
+    /// A manual clock standing at `start`.
+    pub fn new(start: Timestamp) -> Self {
+        Self { now: Arc::new(watch::Sender::new(start)) }
+    }
+
+    /// A manual clock standing at the current system time (so timestamps look plausible).
+    pub fn starting_now() -> Self {
+        Self::new(SystemClock.now())
+    }
+
+    /// Moves time forward and wakes every sleeper whose deadline has passed.
+    pub fn advance(&self, by: Duration) {
+        self.now.send_modify(|now| *now = now.plus(by));
+    }
+
+    /// Sets the time (it may not go backwards: an earlier instant is ignored).
+    pub fn set(&self, to: Timestamp) {
+        self.now.send_if_modified(|now| {
+            let later = to > *now;
+            if later {
+                *now = to;
+            }
+            later
+        });
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.now.borrow()
+    }
+
+    fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<()> {
+        let mut rx = self.now.subscribe();
+        Box::pin(async move {
+            // The sender lives as long as any clone of the clock; if it is gone nobody can
+            // move time any more, so the sleep never ends (like a stopped clock).
+            if rx.wait_for(|now| *now >= deadline).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
+/// A shared clock, as stores and providers hold it.
+pub type SharedClock = Arc<dyn Clock>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn manual_sleepers_wake_when_time_passes_their_deadline() {
+        let clock = ManualClock::new(Timestamp::from_micros(0));
+        let sleep = clock.sleep_until(Timestamp::from_micros(2_000_000));
+        let task = tokio::spawn(sleep);
+        clock.advance(Duration::from_secs(1));
+        tokio::task::yield_now().await;
+        assert!(!task.is_finished());
+        clock.advance(Duration::from_secs(1));
+        task.await.unwrap();
+    }
+
+    #[test]
+    fn timestamps_display_as_rfc3339() {
+        assert_eq!(Timestamp::from_micros(1_500_000).to_string(), "1970-01-01T00:00:01.500000Z");
+    }
+}
