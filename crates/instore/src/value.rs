@@ -59,6 +59,24 @@ impl Value {
     }
 }
 
+impl std::fmt::Display for Value {
+    /// Human-readable: text as is, bytes as their length, JSON as compact JSON.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Null => f.write_str("null"),
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Float(x) => write!(f, "{x}"),
+            Value::String(s) => f.write_str(s),
+            Value::Bytes(b) => write!(f, "<{} bytes>", b.len()),
+            Value::Timestamp(t) => write!(f, "{t}"),
+            Value::Uuid(u) => write!(f, "{u}"),
+            Value::Duration(d) => write!(f, "{d:?}"),
+            Value::Json(j) => write!(f, "{j}"),
+        }
+    }
+}
+
 macro_rules! value_from {
     ($($t:ty => $variant:ident),* $(,)?) => {
         $(impl From<$t> for Value {

@@ -22,7 +22,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
         tokio::select! {
             _ = inner.shutdown.cancelled() => return,
             changed = wake_ups.changed(), if wake_ups_open => wake_ups_open = changed.is_ok(),
-            _ = inner.owners_changed.notified() => {}
+            _ = inner.rescan.notified() => {}
             _ = inner.clock.sleep_until(deadline) => {}
         }
     }

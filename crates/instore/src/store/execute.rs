@@ -218,6 +218,7 @@ impl Inner {
                 match self.provider.try_load_runnable(owner, &host_type, guards).await? {
                     None => {
                         self.reset_signal(owner, seq);
+                        self.rescan.notify_one();
                         InstanceView { owner: Some(owner), ..InstanceView::default() }
                     }
                     Some(snap) => {

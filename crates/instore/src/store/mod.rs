@@ -56,8 +56,10 @@ pub(crate) struct Inner {
     machine: String,
     state: Mutex<State>,
     events: broadcast::Sender<StoreEvent>,
-    /// Poked when the set of live owners changes, so the detector looks at new host types.
-    owners_changed: Notify,
+    /// Poked when the detector must look again: the set of live owners changed (new host types),
+    /// or a `TryLoadRunnable` found nothing (the provider's "earliest" answer was the instance
+    /// just loaded; the next timer is only known after a fresh look).
+    rescan: Notify,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -141,7 +143,7 @@ impl InstanceStoreBuilder {
             machine: self.machine.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
             state: Mutex::new(State::default()),
             events: broadcast::channel(64).0,
-            owners_changed: Notify::new(),
+            rescan: Notify::new(),
             shutdown: shutdown.clone(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -284,8 +286,11 @@ impl Inner {
         if self.shutdown.is_cancelled() {
             return;
         }
+        // A handle may be dropped after the runtime is gone; then there is nothing left to run
+        // the work on, and the owner's lease ending releases its locks anyway.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let shutdown = self.shutdown.clone();
-        let task = tokio::spawn(async move {
+        let task = runtime.spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = work => {}
@@ -303,5 +308,50 @@ impl Inner {
             _ = self.shutdown.cancelled() => false,
             _ = self.clock.sleep_until(deadline) => true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_urls_open_a_store() {
+        let store = InstanceStore::open("memory:").await.unwrap();
+        assert!(store.default_owner().is_none());
+    }
+
+    #[tokio::test]
+    async fn urls_of_providers_not_linked_say_which_crate_to_add() {
+        let err = InstanceStore::open("sqlite://instore.db").await.unwrap_err().to_string();
+        assert!(err.contains("instore-sqlite") && err.contains("not linked"), "{err}");
+        let err = InstanceStore::open("postgres://postgres@127.0.0.1/test").await.unwrap_err().to_string();
+        assert!(err.contains("instore-postgres"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn unknown_url_schemes_list_the_known_ones() {
+        let err = InstanceStore::open("redis://x").await.unwrap_err().to_string();
+        assert!(err.contains("unknown scheme") && err.contains("memory:"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn invalid_settings_are_refused_at_build() {
+        let settings = StoreSettings { lease: Duration::from_millis(1), ..StoreSettings::default() };
+        let err = InstanceStore::builder(crate::MemoryProvider::new()).settings(settings).build().unwrap_err();
+        assert!(err.to_string().contains("'lease'"), "{err}");
+    }
+
+    #[test]
+    fn dropping_a_handle_outside_a_runtime_does_not_panic() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let (store, handle) = rt.block_on(async {
+            let store = InstanceStore::open("memory:").await.unwrap();
+            let handle = store.create_handle();
+            (store, handle)
+        });
+        drop(rt);
+        drop(handle);
+        drop(store);
     }
 }

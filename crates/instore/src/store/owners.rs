@@ -37,7 +37,7 @@ impl Inner {
             state.default_owner = Some(info.id);
         }
         drop(state);
-        self.owners_changed.notify_one();
+        self.rescan.notify_one();
     }
 
     /// The owner's context if it is alive. An owner whose lease has passed by the store's clock
@@ -76,7 +76,7 @@ impl Inner {
             state.default_owner = None;
         }
         drop(state);
-        self.owners_changed.notify_one();
+        self.rescan.notify_one();
     }
 
     /// Marks an owner lost, reports it, and starts its replacement if auto-recovery is on.
@@ -94,7 +94,7 @@ impl Inner {
         };
         tracing::warn!(%owner, "owner lost: its lease ended before it could be renewed");
         let _ = self.events.send(StoreEvent::OwnerLost { owner });
-        self.owners_changed.notify_one();
+        self.rescan.notify_one();
         if self.settings.auto_recover_owner {
             let inner = self.clone();
             let (host_type, metadata, lease) = replacement;
