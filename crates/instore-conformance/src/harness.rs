@@ -8,9 +8,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use instore::{
-    Activatable, CreateOwner, Extension, InstanceHandle, InstanceId, InstanceSnapshot, InstanceStore, LeaseState,
-    LoadGuards, LoadRequest, ManualClock, MemoryProvider, NewOwner, OwnerId, OwnerInfo, PersistenceProvider,
-    SaveRequest, SharedClock, StoreError, StoreSettings, Timestamp, WakeUps,
+    Activatable, CreateOwner, Extension, InstanceHandle, InstanceId, InstanceSnapshot,
+    InstanceStore, LeaseState, LoadGuards, LoadRequest, ManualClock, MemoryProvider, NewOwner,
+    OwnerId, OwnerInfo, PersistenceProvider, SaveRequest, SharedClock, StoreError, StoreSettings,
+    Timestamp, WakeUps,
 };
 use tokio::sync::watch;
 
@@ -28,7 +29,108 @@ pub trait TestProvider: PersistenceProvider {
 #[async_trait::async_trait]
 impl TestProvider for MemoryProvider {
     async fn corrupt_instance_data(&self, instance: InstanceId) {
-        assert!(MemoryProvider::corrupt_instance_data(self, instance), "no instance {instance} to corrupt");
+        assert!(
+            MemoryProvider::corrupt_instance_data(self, instance),
+            "no instance {instance} to corrupt"
+        );
+    }
+}
+
+/// Adapts any provider to [`TestProvider`] with closures for the hooks, so a provider crate's
+/// test file can use the suite without implementing a foreign trait for a foreign type:
+///
+/// ```ignore
+/// async fn provider(clock: ManualClock) -> Arc<dyn TestProvider> {
+///     let p = MyProvider::open_temp(clock).await.unwrap();
+///     let hooks = p.clone();
+///     WithHooks::new(p, move |id| { let hooks = hooks.clone(); Box::pin(async move { hooks.damage(id).await }) })
+/// }
+/// ```
+pub struct WithHooks {
+    provider: Arc<dyn PersistenceProvider>,
+    corrupt: Box<dyn Fn(InstanceId) -> instore::BoxFuture<()> + Send + Sync>,
+}
+
+impl WithHooks {
+    /// Wraps `provider`; `corrupt` damages an instance's stored data so it no longer decodes.
+    pub fn new(
+        provider: Arc<dyn PersistenceProvider>,
+        corrupt: impl Fn(InstanceId) -> instore::BoxFuture<()> + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            provider,
+            corrupt: Box::new(corrupt),
+        })
+    }
+}
+
+impl std::fmt::Debug for WithHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WithHooks")
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl TestProvider for WithHooks {
+    async fn corrupt_instance_data(&self, instance: InstanceId) {
+        (self.corrupt)(instance).await
+    }
+}
+
+#[async_trait::async_trait]
+impl PersistenceProvider for WithHooks {
+    fn clock(&self) -> SharedClock {
+        self.provider.clock()
+    }
+    fn wake_ups(&self) -> WakeUps {
+        self.provider.wake_ups()
+    }
+    async fn create_owner(&self, owner: NewOwner) -> Result<OwnerInfo, StoreError> {
+        self.provider.create_owner(owner).await
+    }
+    async fn renew_lease(&self, owner: OwnerId, lease: Duration) -> Result<LeaseState, StoreError> {
+        self.provider.renew_lease(owner, lease).await
+    }
+    async fn delete_owner(&self, owner: OwnerId) -> Result<(), StoreError> {
+        self.provider.delete_owner(owner).await
+    }
+    async fn load(
+        &self,
+        owner: OwnerId,
+        request: LoadRequest,
+    ) -> Result<InstanceSnapshot, StoreError> {
+        self.provider.load(owner, request).await
+    }
+    async fn save(
+        &self,
+        owner: OwnerId,
+        request: SaveRequest,
+    ) -> Result<InstanceSnapshot, StoreError> {
+        self.provider.save(owner, request).await
+    }
+    async fn unlock(&self, owner: OwnerId, instance: InstanceId) -> Result<(), StoreError> {
+        self.provider.unlock(owner, instance).await
+    }
+    async fn try_load_runnable(
+        &self,
+        owner: OwnerId,
+        host_type: &str,
+        guards: LoadGuards,
+    ) -> Result<Option<InstanceSnapshot>, StoreError> {
+        self.provider
+            .try_load_runnable(owner, host_type, guards)
+            .await
+    }
+    async fn next_runnable(&self, host_type: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.provider.next_runnable(host_type).await
+    }
+    async fn activatable(&self) -> Result<Vec<Activatable>, StoreError> {
+        self.provider.activatable().await
+    }
+    async fn owners(&self) -> Result<Vec<OwnerInfo>, StoreError> {
+        self.provider.owners().await
     }
 }
 
@@ -63,9 +165,16 @@ impl Env {
     }
 
     /// A store with settings and extensions, and the fault switches of its provider wrapper.
-    pub fn store_with(&self, settings: StoreSettings, extensions: Vec<Arc<dyn Extension>>) -> (InstanceStore, Arc<Faults>) {
+    pub fn store_with(
+        &self,
+        settings: StoreSettings,
+        extensions: Vec<Arc<dyn Extension>>,
+    ) -> (InstanceStore, Arc<Faults>) {
         let faults = Arc::new(Faults::default());
-        let provider = Arc::new(FaultyProvider { inner: self.provider.clone(), faults: faults.clone() });
+        let provider = Arc::new(FaultyProvider {
+            inner: self.provider.clone(),
+            faults: faults.clone(),
+        });
         let mut builder = InstanceStore::builder(provider).settings(settings);
         for e in extensions {
             builder = builder.extension(e);
@@ -76,19 +185,34 @@ impl Env {
     /// Registers an owner on a new handle of `store` and returns its id (the handle stays
     /// alive inside the store as its owner registration; new handles bind to the first owner).
     pub async fn owner(&self, store: &InstanceStore, host_type: Option<&str>) -> OwnerId {
-        self.owner_with(store, CreateOwner { host_type: host_type.map(str::to_owned), ..CreateOwner::default() }).await
+        self.owner_with(
+            store,
+            CreateOwner {
+                host_type: host_type.map(str::to_owned),
+                ..CreateOwner::default()
+            },
+        )
+        .await
     }
 
     /// Registers an owner as `command` says.
     pub async fn owner_with(&self, store: &InstanceStore, command: CreateOwner) -> OwnerId {
         let handle = store.create_handle_for(None, None);
-        let view = store.execute(&handle, command, T).await.expect("CreateOwner succeeds");
+        let view = store
+            .execute(&handle, command, T)
+            .await
+            .expect("CreateOwner succeeds");
         // Keep the owner registered: dropping the handle only frees the handle.
         view.owner.expect("CreateOwner binds an owner")
     }
 
     /// A handle of `owner` for `instance` on `store`.
-    pub fn handle(&self, store: &InstanceStore, owner: OwnerId, instance: Option<InstanceId>) -> InstanceHandle {
+    pub fn handle(
+        &self,
+        store: &InstanceStore,
+        owner: OwnerId,
+        instance: Option<InstanceId>,
+    ) -> InstanceHandle {
         store.create_handle_for(Some(owner), instance)
     }
 
@@ -108,31 +232,36 @@ pub struct Faults {
     calls: Mutex<HashMap<&'static str, usize>>,
 }
 
+/// Locks a test-harness mutex; a poisoned one (a case panicked) is still usable plain data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Faults {
     /// From now on, `load`, `save` and `unlock` calls wait (before reaching the provider) until
     /// [`Faults::release`].
     pub fn hold(&self) {
-        *self.hold.lock().unwrap() = Some(watch::Sender::new(true));
+        *lock(&self.hold) = Some(watch::Sender::new(true));
     }
 
     /// Lets held calls through.
     pub fn release(&self) {
-        if let Some(tx) = self.hold.lock().unwrap().take() {
+        if let Some(tx) = lock(&self.hold).take() {
             tx.send_replace(false);
         }
     }
 
     /// How many times the provider method `name` was called through this store.
     pub fn calls(&self, name: &str) -> usize {
-        self.calls.lock().unwrap().get(name).copied().unwrap_or(0)
+        lock(&self.calls).get(name).copied().unwrap_or(0)
     }
 
     fn count(&self, name: &'static str) {
-        *self.calls.lock().unwrap().entry(name).or_default() += 1;
+        *lock(&self.calls).entry(name).or_default() += 1;
     }
 
     async fn gate(&self) {
-        let rx = self.hold.lock().unwrap().as_ref().map(|tx| tx.subscribe());
+        let rx = lock(&self.hold).as_ref().map(|tx| tx.subscribe());
         if let Some(mut rx) = rx {
             let _ = rx.wait_for(|held| !held).await;
         }
@@ -161,7 +290,9 @@ impl PersistenceProvider for FaultyProvider {
     async fn renew_lease(&self, owner: OwnerId, lease: Duration) -> Result<LeaseState, StoreError> {
         self.faults.count("renew_lease");
         if self.faults.fail_renewals.load(Ordering::SeqCst) {
-            return Err(StoreError::Storage(instore::StorageError::unavailable("injected renewal failure")));
+            return Err(StoreError::Storage(instore::StorageError::unavailable(
+                "injected renewal failure",
+            )));
         }
         self.inner.renew_lease(owner, lease).await
     }
@@ -169,12 +300,20 @@ impl PersistenceProvider for FaultyProvider {
         self.faults.count("delete_owner");
         self.inner.delete_owner(owner).await
     }
-    async fn load(&self, owner: OwnerId, request: LoadRequest) -> Result<InstanceSnapshot, StoreError> {
+    async fn load(
+        &self,
+        owner: OwnerId,
+        request: LoadRequest,
+    ) -> Result<InstanceSnapshot, StoreError> {
         self.faults.count("load");
         self.faults.gate().await;
         self.inner.load(owner, request).await
     }
-    async fn save(&self, owner: OwnerId, request: SaveRequest) -> Result<InstanceSnapshot, StoreError> {
+    async fn save(
+        &self,
+        owner: OwnerId,
+        request: SaveRequest,
+    ) -> Result<InstanceSnapshot, StoreError> {
         self.faults.count("save");
         self.faults.gate().await;
         self.inner.save(owner, request).await

@@ -5,17 +5,25 @@
 //! ```ignore
 //! // crates/instore-sqlite/tests/conformance.rs — the whole file
 //! async fn provider(clock: instore::ManualClock) -> std::sync::Arc<dyn instore_conformance::TestProvider> {
-//!     instore_sqlite::SqliteProvider::open_temp(clock).await.unwrap()
+//!     let p = instore_sqlite::SqliteProvider::open_temp(clock).await.unwrap();
+//!     let hooks = p.clone();
+//!     instore_conformance::WithHooks::new(p, move |id| {
+//!         let hooks = hooks.clone();
+//!         Box::pin(async move { hooks.corrupt_instance_data(id).await })
+//!     })
 //! }
 //! instore_conformance::provider_tests!(provider);
 //! ```
+//!
+//! The test crate needs `tokio` with the `macros` and `rt-multi-thread` features: every case is a
+//! multi-threaded tokio test.
 //!
 //! Time moves through the manual clock only. `docs/design.md` maps every rule to its cases.
 
 pub mod cases;
 pub mod harness;
 
-pub use harness::{Env, Faults, TestProvider, T};
+pub use harness::{Env, Faults, TestProvider, WithHooks, T};
 
 /// Emits one `#[tokio::test]` per case: `case!(make, module::name)`.
 #[doc(hidden)]

@@ -8,7 +8,8 @@
 use std::time::{Duration, Instant};
 
 use instore::{
-    bag, Clock, Command, CreateOwner, ExecutionStatus, InstanceStore, KeyId, LoadByKey, Save, StoreError, Uuid,
+    bag, Clock, Command, CreateOwner, ExecutionStatus, InstanceStore, KeyId, LoadByKey, Save,
+    StoreError, Uuid,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,21 +23,28 @@ async fn main() -> Result<(), StoreError> {
 
     // 2. Create a handle and register as an owner of host type `orders`.
     let owner = store.create_handle();
-    store.execute(&owner, CreateOwner::host_type("orders"), TIMEOUT).await?;
+    store
+        .execute(&owner, CreateOwner::host_type("orders"), TIMEOUT)
+        .await?;
 
     // 3. Create three orders by key, each idle on a timer.
     let namespace = Uuid::from_u128(0x0123_4567_89ab_cdef);
     for (n, delay) in [(1, 3), (2, 1), (3, 2)] {
         let key = KeyId::derive(namespace, &format!("order-{n}"));
         let handle = store.create_handle();
-        let view = store.execute(&handle, LoadByKey::or_create(key), TIMEOUT).await?;
+        let view = store
+            .execute(&handle, LoadByKey::or_create(key), TIMEOUT)
+            .await?;
         let due = clock.now().plus(Duration::from_secs(delay));
         let save = Save::data(bag([("orders:number", n), ("orders:state", 0)]))
             .with_status(ExecutionStatus::Idle)
             .with_timer(due)
             .and_unlock();
         store.execute(&handle, save, TIMEOUT).await?;
-        println!("created order-{n} as instance {} (timer in {delay}s)", view.instance.expect("bound"));
+        println!(
+            "created order-{n} as instance {} (timer in {delay}s)",
+            view.instance.expect("bound")
+        );
     }
 
     // 4. Wait for runnable instances and complete them as their timers fall due.
@@ -49,10 +57,22 @@ async fn main() -> Result<(), StoreError> {
         }
         loop {
             let handle = store.create_handle();
-            let view = store.execute(&handle, Command::TryLoadRunnable, TIMEOUT).await?;
+            let view = store
+                .execute(&handle, Command::TryLoadRunnable, TIMEOUT)
+                .await?;
             let Some(instance) = view.instance else { break };
-            let number = view.data.get("orders:number").map(|v| v.value.to_string()).unwrap_or_default();
-            store.execute(&handle, Save::data(view.data.clone()).and_complete(), TIMEOUT).await?;
+            let number = view
+                .data
+                .get("orders:number")
+                .map(|v| v.value.to_string())
+                .unwrap_or_default();
+            store
+                .execute(
+                    &handle,
+                    Save::data(view.data.clone()).and_complete(),
+                    TIMEOUT,
+                )
+                .await?;
             done += 1;
             println!(
                 "{:>5} ms  order {number} ({instance}) ran at lock version {}, completed",

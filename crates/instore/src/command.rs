@@ -57,7 +57,10 @@ pub struct CreateOwner {
 impl CreateOwner {
     /// An owner of the given host type.
     pub fn host_type(host_type: impl Into<String>) -> Self {
-        Self { host_type: Some(host_type.into()), ..Self::default() }
+        Self {
+            host_type: Some(host_type.into()),
+            ..Self::default()
+        }
     }
 }
 
@@ -82,7 +85,10 @@ pub struct NewKey {
 
 impl From<KeyId> for NewKey {
     fn from(key: KeyId) -> Self {
-        NewKey { key, metadata: PropertyBag::new() }
+        NewKey {
+            key,
+            metadata: PropertyBag::new(),
+        }
     }
 }
 
@@ -105,17 +111,28 @@ pub struct LoadByKey {
 impl LoadByKey {
     /// Load by `key`, failing if it is unknown.
     pub fn new(key: KeyId) -> Self {
-        Self { key, accept_uninitialized: false, create_with_id: None, keys_to_associate: Vec::new(), allow_suspended: false }
+        Self {
+            key,
+            accept_uninitialized: false,
+            create_with_id: None,
+            keys_to_associate: Vec::new(),
+            allow_suspended: false,
+        }
     }
 
     /// Load by `key`, creating a new instance if it is unknown.
     pub fn or_create(key: KeyId) -> Self {
-        Self { accept_uninitialized: true, ..Self::new(key) }
+        Self {
+            accept_uninitialized: true,
+            ..Self::new(key)
+        }
     }
 }
 
 /// The execution status a host reports (projected for operators and runnable detection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum ExecutionStatus {
     /// Running; an unlocked `Executing` instance is runnable (its host died mid-run, or it was
     /// released to be continued elsewhere).
@@ -190,7 +207,10 @@ pub struct Save {
 impl Save {
     /// A save carrying `data`.
     pub fn data(data: PropertyBag) -> Self {
-        Self { data: Some(data), ..Self::default() }
+        Self {
+            data: Some(data),
+            ..Self::default()
+        }
     }
 
     /// Also release the lock.

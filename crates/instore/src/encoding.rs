@@ -52,7 +52,10 @@ pub struct EncodingSettings {
 
 impl Default for EncodingSettings {
     fn default() -> Self {
-        Self { compress_above_bytes: 4096, zstd_level: 3 }
+        Self {
+            compress_above_bytes: 4096,
+            zstd_level: 3,
+        }
     }
 }
 
@@ -115,7 +118,9 @@ fn from_wire(value: WireValue) -> Result<Value, StoreError> {
         WireValue::Uuid(u) => Value::Uuid(Uuid::from_bytes(u)),
         WireValue::Duration(s, n) => Value::Duration(Duration::new(s, n)),
         WireValue::Json(text) => Value::Json(serde_json::from_str(&text).map_err(|e| {
-            StoreError::Storage(StorageError::corrupt(format!("json value does not parse: {e}")))
+            StoreError::Storage(StorageError::corrupt(format!(
+                "json value does not parse: {e}"
+            )))
         })?),
     })
 }
@@ -124,7 +129,11 @@ fn from_wire(value: WireValue) -> Result<Value, StoreError> {
 fn encode_raw(bag: &PropertyBag) -> Vec<u8> {
     let entries: Vec<WireEntry> = bag
         .iter()
-        .map(|(name, v)| WireEntry { name: name.clone(), options: v.options.bits(), value: to_wire(&v.value) })
+        .map(|(name, v)| WireEntry {
+            name: name.clone(),
+            options: v.options.bits(),
+            value: to_wire(&v.value),
+        })
         .collect();
     // Serializing plain owned data into a Vec cannot fail.
     postcard::to_allocvec(&entries).expect("postcard encodes owned plain data into a Vec")
@@ -136,10 +145,18 @@ pub fn encode(bag: &PropertyBag, settings: &EncodingSettings) -> EncodedBag {
     let logical_len = raw.len();
     if logical_len > settings.compress_above_bytes {
         if let Ok(compressed) = zstd::bulk::compress(&raw, settings.zstd_level) {
-            return EncodedBag { encoding: Encoding::PostcardZstd, bytes: compressed, logical_len };
+            return EncodedBag {
+                encoding: Encoding::PostcardZstd,
+                bytes: compressed,
+                logical_len,
+            };
         }
     }
-    EncodedBag { encoding: Encoding::Postcard, bytes: raw, logical_len }
+    EncodedBag {
+        encoding: Encoding::Postcard,
+        bytes: raw,
+        logical_len,
+    }
 }
 
 /// Decodes a blob. A damaged blob is a non-transient storage error ("corrupt row").
@@ -149,15 +166,22 @@ pub fn decode(encoding: Encoding, bytes: &[u8]) -> Result<PropertyBag, StoreErro
     let plain: &[u8] = match encoding {
         Encoding::Postcard => bytes,
         Encoding::PostcardZstd => {
-            raw = zstd::stream::decode_all(bytes).map_err(|e| corrupt(format!("zstd blob does not decompress: {e}")))?;
+            raw = zstd::stream::decode_all(bytes)
+                .map_err(|e| corrupt(format!("zstd blob does not decompress: {e}")))?;
             &raw
         }
     };
-    let entries: Vec<WireEntry> =
-        postcard::from_bytes(plain).map_err(|e| corrupt(format!("bag blob does not decode: {e}")))?;
+    let entries: Vec<WireEntry> = postcard::from_bytes(plain)
+        .map_err(|e| corrupt(format!("bag blob does not decode: {e}")))?;
     let mut bag = PropertyBag::new();
     for e in entries {
-        bag.insert(e.name, InstanceValue { value: from_wire(e.value)?, options: ValueOptions::from_bits(e.options) });
+        bag.insert(
+            e.name,
+            InstanceValue {
+                value: from_wire(e.value)?,
+                options: ValueOptions::from_bits(e.options),
+            },
+        );
     }
     Ok(bag)
 }
@@ -186,7 +210,12 @@ pub fn encode_within(
         let largest = |bag: &PropertyBag| {
             bag.iter()
                 .filter(|(_, v)| v.is_optional())
-                .map(|(k, v)| (encode_raw(&PropertyBag::from([(k.clone(), v.clone())])).len(), k.clone()))
+                .map(|(k, v)| {
+                    (
+                        encode_raw(&PropertyBag::from([(k.clone(), v.clone())])).len(),
+                        k.clone(),
+                    )
+                })
                 .max()
         };
         match (largest(&data), largest(&metadata)) {
@@ -252,7 +281,10 @@ mod tests {
     fn old_rows_decode_whatever_the_current_setting() {
         let b = bag([("big", "y".repeat(10_000))]);
         let compressed = encode(&b, &EncodingSettings::default());
-        let never = EncodingSettings { compress_above_bytes: usize::MAX, zstd_level: 3 };
+        let never = EncodingSettings {
+            compress_above_bytes: usize::MAX,
+            zstd_level: 3,
+        };
         let plain = encode(&b, &never);
         assert_ne!(compressed.encoding, plain.encoding);
         assert_eq!(decode(compressed.encoding, &compressed.bytes).unwrap(), b);
@@ -262,18 +294,39 @@ mod tests {
     #[test]
     fn damaged_blobs_are_corrupt_storage_errors() {
         let err = decode(Encoding::Postcard, &[0xff, 0xff, 0xff]).unwrap_err();
-        assert!(matches!(err, StoreError::Storage(ref s) if !s.is_transient()), "{err:?}");
+        assert!(
+            matches!(err, StoreError::Storage(ref s) if !s.is_transient()),
+            "{err:?}"
+        );
         assert!(Encoding::from_code(99).is_err());
     }
 
     #[test]
     fn optional_values_are_dropped_before_failing() {
-        let data = bag([("keep", InstanceValue::new(1i64)), ("opt", InstanceValue::optional("z".repeat(1000)))]);
-        let (d, _) = encode_within(&data, &PropertyBag::new(), 100, &EncodingSettings::default()).unwrap();
+        let data = bag([
+            ("keep", InstanceValue::new(1i64)),
+            ("opt", InstanceValue::optional("z".repeat(1000))),
+        ]);
+        let (d, _) = encode_within(
+            &data,
+            &PropertyBag::new(),
+            100,
+            &EncodingSettings::default(),
+        )
+        .unwrap();
         let back = decode(d.encoding, &d.bytes).unwrap();
         assert!(back.contains_key("keep") && !back.contains_key("opt"));
         let too_big = bag([("big", "z".repeat(1000))]);
-        let err = encode_within(&too_big, &PropertyBag::new(), 100, &EncodingSettings::default()).unwrap_err();
-        assert!(matches!(err, StoreError::PayloadTooLarge { limit: 100, .. }), "{err:?}");
+        let err = encode_within(
+            &too_big,
+            &PropertyBag::new(),
+            100,
+            &EncodingSettings::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, StoreError::PayloadTooLarge { limit: 100, .. }),
+            "{err:?}"
+        );
     }
 }

@@ -143,7 +143,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Storage(s) => s.is_transient(),
-            StoreError::InstanceLocked { .. } | StoreError::Timeout | StoreError::CommandOverlap => true,
+            StoreError::InstanceLocked { .. }
+            | StoreError::Timeout
+            | StoreError::CommandOverlap => true,
             _ => false,
         }
     }
@@ -220,7 +222,11 @@ impl std::fmt::Display for StorageErrorKind {
 impl StorageError {
     /// A new storage error.
     pub fn new(kind: StorageErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into(), source: None }
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// A transient failure (retry can help).

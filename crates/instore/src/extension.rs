@@ -27,7 +27,12 @@ pub trait Extension: Debug + Send + Sync + 'static {
     /// Sees a validated command before it reaches storage. Returning an error rejects it (nothing
     /// happens). It may change the command — for instance push metadata changes onto a `Save`,
     /// which then run in the same transaction — and set guards the provider checks atomically.
-    fn before(&self, ctx: &CommandContext, command: &mut Command, guards: &mut LoadGuards) -> Result<(), StoreError> {
+    fn before(
+        &self,
+        ctx: &CommandContext,
+        command: &mut Command,
+        guards: &mut LoadGuards,
+    ) -> Result<(), StoreError> {
         let _ = (ctx, command, guards);
         Ok(())
     }
@@ -38,7 +43,11 @@ pub trait Extension: Debug + Send + Sync + 'static {
     }
 
     /// Executes a custom command if this extension provides it; `None` if it does not.
-    async fn execute(&self, ctx: &CommandContext, command: &CustomCommand) -> Option<Result<InstanceView, StoreError>> {
+    async fn execute(
+        &self,
+        ctx: &CommandContext,
+        command: &CustomCommand,
+    ) -> Option<Result<InstanceView, StoreError>> {
         let _ = (ctx, command);
         None
     }
@@ -54,7 +63,12 @@ impl Extension for SuspensionExtension {
         "suspension"
     }
 
-    fn before(&self, _ctx: &CommandContext, command: &mut Command, guards: &mut LoadGuards) -> Result<(), StoreError> {
+    fn before(
+        &self,
+        _ctx: &CommandContext,
+        command: &mut Command,
+        guards: &mut LoadGuards,
+    ) -> Result<(), StoreError> {
         guards.reject_suspended = match command {
             Command::Load(l) => !l.allow_suspended,
             Command::LoadByKey(l) => !l.allow_suspended,

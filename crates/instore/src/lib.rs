@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use instore::{bag, CreateOwner, InstanceStore, KeyId, LoadByKey, Save, StoreError};
+//! use instore::{bag, CreateOwner, InstanceStore, KeyId, LoadByKey, Save, StoreError, Uuid};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), StoreError> {
@@ -22,7 +22,7 @@
 //! store.execute(&owner, CreateOwner::host_type("orders-service"), timeout).await?;
 //!
 //! // 3. Execute commands: find (or create) the instance of order 42 by its key, and save it.
-//! let order_key = KeyId::derive(uuid::Uuid::nil(), "order-42");
+//! let order_key = KeyId::derive(Uuid::nil(), "order-42");
 //! let handle = store.create_handle(); // bound to the store's default owner
 //! let view = store.execute(&handle, LoadByKey::or_create(order_key), timeout).await?;
 //! store.execute(&handle, Save::data(bag([("orders:total", 99i64)])).and_unlock(), timeout).await?;
@@ -49,7 +49,8 @@ mod value;
 mod view;
 
 pub use command::{
-    Command, CreateOwner, CustomCommand, ExceptionInfo, ExecutionStatus, Load, LoadByKey, NewKey, Save, SuspendChange,
+    Command, CreateOwner, CustomCommand, ExceptionInfo, ExecutionStatus, Load, LoadByKey, NewKey,
+    Save, SuspendChange,
 };
 pub use encoding::{EncodedBag, Encoding, EncodingSettings};
 pub use error::{StorageError, StorageErrorKind, StoreError};
@@ -57,17 +58,19 @@ pub use extension::{CommandContext, Extension, SuspensionExtension};
 pub use ids::{InstanceId, KeyId, OwnerId};
 pub use memory::MemoryProvider;
 pub use provider::{
-    LeaseState, LoadGuards, LoadRequest, LoadTarget, NewOwner, OwnerInfo, PersistenceProvider, SaveRequest, SaveRules,
-    WakeUps,
+    LeaseState, LoadGuards, LoadRequest, LoadTarget, NewOwner, OwnerInfo, PersistenceProvider,
+    SaveRequest, SaveRules, WakeUps,
 };
 pub use settings::{CompletionAction, LockRetry, StoreSettings};
 pub use store::{InstanceEvent, InstanceHandle, InstanceStore, InstanceStoreBuilder, StoreEvent};
 pub use time::{BoxFuture, Clock, ManualClock, SharedClock, SystemClock, Timestamp};
 pub use value::{
-    apply_changes, bag, readable, validate_bag, validate_changes, BagKind, InstanceValue, MetadataChange,
-    MetadataChanges, PropertyBag, Value, ValueOptions,
+    apply_changes, bag, readable, validate_bag, validate_changes, BagKind, InstanceValue,
+    MetadataChange, MetadataChanges, PropertyBag, Value, ValueOptions,
 };
-pub use view::{Activatable, InstanceSnapshot, InstanceState, InstanceView, KeyState, KeyView, Suspension};
+pub use view::{
+    Activatable, InstanceSnapshot, InstanceState, InstanceView, KeyState, KeyView, Suspension,
+};
 
 /// Re-exported so hosts can derive keys without naming the `uuid` crate version.
 pub use uuid::Uuid;

@@ -11,9 +11,9 @@ use tokio::sync::watch;
 use crate::encoding::{decode, encode, encode_within, EncodedBag, EncodingSettings};
 use crate::{
     apply_changes, Activatable, CompletionAction, ExecutionStatus, InstanceId, InstanceSnapshot,
-    InstanceState, KeyId, KeyState, KeyView, LeaseState, LoadGuards, LoadRequest, LoadTarget, NewKey, NewOwner,
-    OwnerId, OwnerInfo, PersistenceProvider, PropertyBag, SaveRequest, SharedClock, StoreError, Suspension,
-    SuspendChange, SystemClock, Timestamp, WakeUps,
+    InstanceState, KeyId, KeyState, KeyView, LeaseState, LoadGuards, LoadRequest, LoadTarget,
+    NewKey, NewOwner, OwnerId, OwnerInfo, PersistenceProvider, PropertyBag, SaveRequest,
+    SharedClock, StoreError, SuspendChange, Suspension, SystemClock, Timestamp, WakeUps,
 };
 
 /// The in-memory provider. Everything is lost when the process ends.
@@ -66,7 +66,11 @@ impl MemoryProvider {
 
     /// A provider judging time by `clock` (a [`crate::ManualClock`] in tests).
     pub fn with_clock(clock: SharedClock) -> Arc<Self> {
-        Arc::new(Self { clock, state: Mutex::new(Mem::default()), wake: watch::Sender::new(0) })
+        Arc::new(Self {
+            clock,
+            state: Mutex::new(Mem::default()),
+            wake: watch::Sender::new(0),
+        })
     }
 
     /// Damages an instance's stored data so that it no longer decodes (for tests of corrupt-row
@@ -98,7 +102,9 @@ fn empty_bag() -> EncodedBag {
 
 impl Mem {
     fn alive(&self, owner: OwnerId, now: Timestamp) -> bool {
-        self.owners.get(&owner).is_some_and(|o| o.lease_expires_at > now)
+        self.owners
+            .get(&owner)
+            .is_some_and(|o| o.lease_expires_at > now)
     }
 
     fn check_caller(&self, owner: OwnerId, now: Timestamp) -> Result<(), StoreError> {
@@ -109,8 +115,17 @@ impl Mem {
         }
     }
 
-    fn check_held(&self, owner: OwnerId, id: InstanceId, version: u64, now: Timestamp) -> Result<(), StoreError> {
-        let holds = self.instances.get(&id).is_some_and(|r| r.lock_owner == Some(owner) && r.lock_version == version);
+    fn check_held(
+        &self,
+        owner: OwnerId,
+        id: InstanceId,
+        version: u64,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let holds = self
+            .instances
+            .get(&id)
+            .is_some_and(|r| r.lock_owner == Some(owner) && r.lock_version == version);
         if holds && self.alive(owner, now) {
             Ok(())
         } else {
@@ -119,18 +134,34 @@ impl Mem {
     }
 
     /// Whether `owner` may take the lock of `id` (SPEC §5), without changing anything.
-    fn can_acquire(&self, owner: OwnerId, id: InstanceId, busy: &[InstanceId], now: Timestamp) -> Result<(), StoreError> {
-        let Some(row) = self.instances.get(&id) else { return Ok(()) };
+    fn can_acquire(
+        &self,
+        owner: OwnerId,
+        id: InstanceId,
+        busy: &[InstanceId],
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let Some(row) = self.instances.get(&id) else {
+            return Ok(());
+        };
         if row.state == InstanceState::Completed {
             return Err(StoreError::InstanceComplete { instance: id });
         }
         match row.lock_owner {
-            Some(holder) if holder == owner && busy.contains(&id) => Err(StoreError::HandleConflict { instance: id }),
-            Some(holder) if holder != owner && self.alive(holder, now) => Err(StoreError::InstanceLocked {
-                instance: id,
-                owner: holder,
-                owner_metadata: self.owners.get(&holder).map(|o| o.metadata.clone()).unwrap_or_default(),
-            }),
+            Some(holder) if holder == owner && busy.contains(&id) => {
+                Err(StoreError::HandleConflict { instance: id })
+            }
+            Some(holder) if holder != owner && self.alive(holder, now) => {
+                Err(StoreError::InstanceLocked {
+                    instance: id,
+                    owner: holder,
+                    owner_metadata: self
+                        .owners
+                        .get(&holder)
+                        .map(|o| o.metadata.clone())
+                        .unwrap_or_default(),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -166,7 +197,9 @@ impl Mem {
 
     /// Releases the lock; returns whether the instance is (or will be) runnable.
     fn release(&mut self, id: InstanceId, now: Timestamp) -> bool {
-        let Some(row) = self.instances.get_mut(&id) else { return false };
+        let Some(row) = self.instances.get_mut(&id) else {
+            return false;
+        };
         row.lock_owner = None;
         row.ready_at = if row.state != InstanceState::Initialized || row.suspension.is_some() {
             None
@@ -185,16 +218,33 @@ impl Mem {
         }
         match row.lock_owner {
             None => row.ready_at,
-            Some(holder) => Some(self.owners.get(&holder).map_or(Timestamp::UNIX_EPOCH, |o| o.lease_expires_at)),
+            Some(holder) => Some(
+                self.owners
+                    .get(&holder)
+                    .map_or(Timestamp::UNIX_EPOCH, |o| o.lease_expires_at),
+            ),
         }
     }
 
     fn snapshot(&self, id: InstanceId, locked: bool) -> Result<InstanceSnapshot, StoreError> {
-        let row = self.instances.get(&id).ok_or(StoreError::InstanceNotReady { instance: id })?;
+        let row = self
+            .instances
+            .get(&id)
+            .ok_or(StoreError::InstanceNotReady { instance: id })?;
         let keys = row
             .keys
             .iter()
-            .filter_map(|k| self.keys.get(k).map(|r| (*k, KeyView { state: r.state, metadata: r.metadata.clone() })))
+            .filter_map(|k| {
+                self.keys.get(k).map(|r| {
+                    (
+                        *k,
+                        KeyView {
+                            state: r.state,
+                            metadata: r.metadata.clone(),
+                        },
+                    )
+                })
+            })
             .collect();
         Ok(InstanceSnapshot {
             instance: id,
@@ -215,7 +265,10 @@ impl Mem {
     fn check_guards(&self, id: InstanceId, guards: LoadGuards) -> Result<(), StoreError> {
         if let Some(s) = self.instances.get(&id).and_then(|r| r.suspension.as_ref()) {
             if guards.reject_suspended {
-                return Err(StoreError::InstanceSuspended { instance: id, reason: s.reason.clone() });
+                return Err(StoreError::InstanceSuspended {
+                    instance: id,
+                    reason: s.reason.clone(),
+                });
             }
         }
         Ok(())
@@ -225,7 +278,10 @@ impl Mem {
     fn check_new_keys(&self, keys: &[NewKey]) -> Result<(), StoreError> {
         for k in keys {
             if let Some(row) = self.keys.get(&k.key) {
-                return Err(StoreError::InstanceKeyCollision { key: k.key, instance: row.instance });
+                return Err(StoreError::InstanceKeyCollision {
+                    key: k.key,
+                    instance: row.instance,
+                });
             }
         }
         Ok(())
@@ -233,7 +289,14 @@ impl Mem {
 
     fn associate(&mut self, id: InstanceId, keys: &[NewKey]) {
         for k in keys {
-            self.keys.insert(k.key, KeyRow { instance: id, state: KeyState::Associated, metadata: k.metadata.clone() });
+            self.keys.insert(
+                k.key,
+                KeyRow {
+                    instance: id,
+                    state: KeyState::Associated,
+                    metadata: k.metadata.clone(),
+                },
+            );
             if let Some(row) = self.instances.get_mut(&id) {
                 row.keys.insert(k.key);
             }
@@ -242,8 +305,13 @@ impl Mem {
 
     /// Removes owners whose lease has ended and that hold no lock.
     fn clean_up_owners(&mut self, now: Timestamp) {
-        let holders: HashSet<OwnerId> = self.instances.values().filter_map(|r| r.lock_owner).collect();
-        self.owners.retain(|id, o| o.lease_expires_at > now || holders.contains(id));
+        let holders: HashSet<OwnerId> = self
+            .instances
+            .values()
+            .filter_map(|r| r.lock_owner)
+            .collect();
+        self.owners
+            .retain(|id, o| o.lease_expires_at > now || holders.contains(id));
     }
 
     fn load_by_id(
@@ -255,7 +323,9 @@ impl Mem {
         now: Timestamp,
     ) -> Result<InstanceSnapshot, StoreError> {
         match self.instances.get(&id) {
-            None if !accept_uninitialized => return Err(StoreError::InstanceNotReady { instance: id }),
+            None if !accept_uninitialized => {
+                return Err(StoreError::InstanceNotReady { instance: id })
+            }
             None => {}
             Some(row) if row.state == InstanceState::Completed => {
                 return Err(StoreError::InstanceComplete { instance: id })
@@ -274,12 +344,25 @@ impl Mem {
         self.snapshot(id, true)
     }
 
-    fn load_by_key(&mut self, owner: OwnerId, request: &LoadRequest, now: Timestamp) -> Result<InstanceSnapshot, StoreError> {
-        let LoadTarget::Key { key, accept_uninitialized, create_with_id, keys_to_associate } = &request.target else {
+    fn load_by_key(
+        &mut self,
+        owner: OwnerId,
+        request: &LoadRequest,
+        now: Timestamp,
+    ) -> Result<InstanceSnapshot, StoreError> {
+        let LoadTarget::Key {
+            key,
+            accept_uninitialized,
+            create_with_id,
+            keys_to_associate,
+        } = &request.target
+        else {
             return Err(StoreError::invalid("load_by_key called without a key"));
         };
         match self.keys.get(key) {
-            Some(k) if k.state == KeyState::Completed => Err(StoreError::InstanceKeyComplete { key: *key }),
+            Some(k) if k.state == KeyState::Completed => {
+                Err(StoreError::InstanceKeyComplete { key: *key })
+            }
             Some(k) => {
                 let id = k.instance;
                 // Check everything first: the load, then the keys to associate.
@@ -288,7 +371,9 @@ impl Mem {
                     Some(row) if row.state == InstanceState::Completed => {
                         return Err(StoreError::InstanceComplete { instance: id })
                     }
-                    Some(row) if row.state == InstanceState::Uninitialized && !accept_uninitialized => {
+                    Some(row)
+                        if row.state == InstanceState::Uninitialized && !accept_uninitialized =>
+                    {
                         return Err(StoreError::InstanceNotReady { instance: id })
                     }
                     Some(_) => self.check_guards(id, request.guards)?,
@@ -321,7 +406,12 @@ impl Mem {
     }
 
     /// SPEC §6.4. Checks every effect, then applies them all.
-    fn save(&mut self, owner: OwnerId, request: &SaveRequest, now: Timestamp) -> Result<(InstanceSnapshot, bool), StoreError> {
+    fn save(
+        &mut self,
+        owner: OwnerId,
+        request: &SaveRequest,
+        now: Timestamp,
+    ) -> Result<(InstanceSnapshot, bool), StoreError> {
         let id = request.instance;
         let save = &request.save;
         match request.held_version {
@@ -331,7 +421,9 @@ impl Mem {
 
         // Keys, in order: associate, complete, free — simulated on an overlay first.
         let mut overlay: HashMap<KeyId, Option<KeyState>> = HashMap::new();
-        let current = |overlay: &HashMap<KeyId, Option<KeyState>>, k: &KeyId| -> Option<(InstanceId, KeyState)> {
+        let current = |overlay: &HashMap<KeyId, Option<KeyState>>,
+                       k: &KeyId|
+         -> Option<(InstanceId, KeyState)> {
             match overlay.get(k) {
                 Some(state) => state.map(|s| (id, s)),
                 None => self.keys.get(k).map(|r| (r.instance, r.state)),
@@ -339,7 +431,10 @@ impl Mem {
         };
         for k in &save.keys_to_associate {
             if let Some((other, _)) = current(&overlay, &k.key) {
-                return Err(StoreError::InstanceKeyCollision { key: k.key, instance: other });
+                return Err(StoreError::InstanceKeyCollision {
+                    key: k.key,
+                    instance: other,
+                });
             }
             overlay.insert(k.key, Some(KeyState::Associated));
         }
@@ -348,7 +443,9 @@ impl Mem {
                 Some((i, KeyState::Associated)) if i == id => {
                     overlay.insert(*k, Some(KeyState::Completed));
                 }
-                Some((i, KeyState::Completed)) if i == id => return Err(StoreError::InstanceKeyComplete { key: *k }),
+                Some((i, KeyState::Completed)) if i == id => {
+                    return Err(StoreError::InstanceKeyComplete { key: *k })
+                }
                 _ => return Err(StoreError::InstanceKeyNotReady { key: *k }),
             }
         }
@@ -371,18 +468,21 @@ impl Mem {
         apply_changes(&mut metadata, &save.metadata_changes);
         let (data, metadata) = match (&save.data, existing) {
             (Some(data), _) => {
-                let (d, m) = encode_within(data, &metadata, rules.max_payload_bytes, &rules.encoding)?;
+                let (d, m) =
+                    encode_within(data, &metadata, rules.max_payload_bytes, &rules.encoding)?;
                 (Some(d), m)
             }
             (None, existing) => {
                 let data_len = existing.map_or(0, |r| r.data.logical_len);
                 let limit = rules.max_payload_bytes.saturating_sub(data_len);
-                let (_, m) = encode_within(&PropertyBag::new(), &metadata, limit, &rules.encoding).map_err(|e| match e {
-                    StoreError::PayloadTooLarge { size, .. } => {
-                        StoreError::PayloadTooLarge { size: size + data_len, limit: rules.max_payload_bytes }
-                    }
-                    other => other,
-                })?;
+                let (_, m) = encode_within(&PropertyBag::new(), &metadata, limit, &rules.encoding)
+                    .map_err(|e| match e {
+                        StoreError::PayloadTooLarge { size, .. } => StoreError::PayloadTooLarge {
+                            size: size + data_len,
+                            limit: rules.max_payload_bytes,
+                        },
+                        other => other,
+                    })?;
                 (None, m)
             }
         };
@@ -400,7 +500,14 @@ impl Mem {
                         .find(|k| k.key == *key)
                         .map(|k| k.metadata.clone())
                         .unwrap_or_default();
-                    self.keys.insert(*key, KeyRow { instance: id, state: KeyState::Associated, metadata });
+                    self.keys.insert(
+                        *key,
+                        KeyRow {
+                            instance: id,
+                            state: KeyState::Associated,
+                            metadata,
+                        },
+                    );
                     if let Some(row) = self.instances.get_mut(&id) {
                         row.keys.insert(*key);
                     }
@@ -410,9 +517,21 @@ impl Mem {
                         .keys
                         .get(key)
                         .map(|r| r.metadata.clone())
-                        .or_else(|| save.keys_to_associate.iter().find(|k| k.key == *key).map(|k| k.metadata.clone()))
+                        .or_else(|| {
+                            save.keys_to_associate
+                                .iter()
+                                .find(|k| k.key == *key)
+                                .map(|k| k.metadata.clone())
+                        })
                         .unwrap_or_default();
-                    self.keys.insert(*key, KeyRow { instance: id, state: KeyState::Completed, metadata });
+                    self.keys.insert(
+                        *key,
+                        KeyRow {
+                            instance: id,
+                            state: KeyState::Completed,
+                            metadata,
+                        },
+                    );
                     if let Some(row) = self.instances.get_mut(&id) {
                         row.keys.insert(*key);
                     }
@@ -425,7 +544,10 @@ impl Mem {
                 }
             }
         }
-        let row = self.instances.get_mut(&id).ok_or(StoreError::InstanceNotReady { instance: id })?;
+        let row = self
+            .instances
+            .get_mut(&id)
+            .ok_or(StoreError::InstanceNotReady { instance: id })?;
         row.metadata = metadata;
         if let Some(data) = data {
             row.data = data;
@@ -437,7 +559,10 @@ impl Mem {
         match &save.suspend {
             SuspendChange::Unchanged => {}
             SuspendChange::Suspend { reason, exception } => {
-                row.suspension = Some(Suspension { reason: reason.clone(), exception: exception.clone() })
+                row.suspension = Some(Suspension {
+                    reason: reason.clone(),
+                    exception: exception.clone(),
+                })
             }
             SuspendChange::Unsuspend => row.suspension = None,
         }
@@ -501,7 +626,9 @@ impl PersistenceProvider for MemoryProvider {
             Some(o) if o.lease_expires_at <= now => LeaseState::Expired,
             Some(o) => {
                 o.lease_expires_at = now.plus(lease);
-                LeaseState::Renewed { expires_at: o.lease_expires_at }
+                LeaseState::Renewed {
+                    expires_at: o.lease_expires_at,
+                }
             }
         })
     }
@@ -519,7 +646,11 @@ impl PersistenceProvider for MemoryProvider {
         Ok(())
     }
 
-    async fn load(&self, owner: OwnerId, request: LoadRequest) -> Result<InstanceSnapshot, StoreError> {
+    async fn load(
+        &self,
+        owner: OwnerId,
+        request: LoadRequest,
+    ) -> Result<InstanceSnapshot, StoreError> {
         let now = self.clock.now();
         let mut mem = self.mem();
         if let Some(version) = request.held_version {
@@ -531,14 +662,19 @@ impl PersistenceProvider for MemoryProvider {
         }
         mem.check_caller(owner, now)?;
         match request.target {
-            LoadTarget::Id { instance, accept_uninitialized } => {
-                mem.load_by_id(owner, instance, accept_uninitialized, &request, now)
-            }
+            LoadTarget::Id {
+                instance,
+                accept_uninitialized,
+            } => mem.load_by_id(owner, instance, accept_uninitialized, &request, now),
             LoadTarget::Key { .. } => mem.load_by_key(owner, &request, now),
         }
     }
 
-    async fn save(&self, owner: OwnerId, request: SaveRequest) -> Result<InstanceSnapshot, StoreError> {
+    async fn save(
+        &self,
+        owner: OwnerId,
+        request: SaveRequest,
+    ) -> Result<InstanceSnapshot, StoreError> {
         let now = self.clock.now();
         let (snapshot, runnable) = {
             let mut mem = self.mem();
@@ -557,7 +693,10 @@ impl PersistenceProvider for MemoryProvider {
         let now = self.clock.now();
         let runnable = {
             let mut mem = self.mem();
-            let holds = mem.instances.get(&instance).is_some_and(|r| r.lock_owner == Some(owner));
+            let holds = mem
+                .instances
+                .get(&instance)
+                .is_some_and(|r| r.lock_owner == Some(owner));
             holds && mem.release(instance, now)
         };
         if runnable {
@@ -578,8 +717,14 @@ impl PersistenceProvider for MemoryProvider {
         let mut candidates: Vec<(Timestamp, InstanceId)> = mem
             .instances
             .iter()
-            .filter(|(_, r)| r.host_type.as_deref() == Some(host_type) && r.lock_owner != Some(owner))
-            .filter_map(|(id, r)| mem.runnable_since(r).filter(|t| *t <= now).map(|t| (t, *id)))
+            .filter(|(_, r)| {
+                r.host_type.as_deref() == Some(host_type) && r.lock_owner != Some(owner)
+            })
+            .filter_map(|(id, r)| {
+                mem.runnable_since(r)
+                    .filter(|t| *t <= now)
+                    .map(|t| (t, *id))
+            })
             .collect();
         candidates.sort();
         for (_, id) in candidates {
@@ -622,12 +767,20 @@ impl PersistenceProvider for MemoryProvider {
             .collect();
         let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
         for row in mem.instances.values() {
-            let Some(ht) = row.host_type.as_deref() else { continue };
+            let Some(ht) = row.host_type.as_deref() else {
+                continue;
+            };
             if !live.contains(ht) && mem.runnable_since(row).is_some_and(|t| t <= now) {
                 *counts.entry(ht.to_owned()).or_default() += 1;
             }
         }
-        Ok(counts.into_iter().map(|(host_type, runnable_count)| Activatable { host_type, runnable_count }).collect())
+        Ok(counts
+            .into_iter()
+            .map(|(host_type, runnable_count)| Activatable {
+                host_type,
+                runnable_count,
+            })
+            .collect())
     }
 
     async fn owners(&self) -> Result<Vec<OwnerInfo>, StoreError> {

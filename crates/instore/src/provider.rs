@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::{
-    Activatable, CompletionAction, EncodingSettings, InstanceId, InstanceSnapshot, KeyId, NewKey, OwnerId,
-    PropertyBag, Save, SharedClock, StoreError, Timestamp,
+    Activatable, CompletionAction, EncodingSettings, InstanceId, InstanceSnapshot, KeyId, NewKey,
+    OwnerId, PropertyBag, Save, SharedClock, StoreError, Timestamp,
 };
 
 /// What to register with [`PersistenceProvider::create_owner`].
@@ -183,14 +183,22 @@ pub trait PersistenceProvider: Debug + Send + Sync + 'static {
     /// `InstanceComplete`, key states (`InstanceKeyNotReady`, `InstanceKeyComplete`,
     /// `InstanceCollision`, `InstanceKeyCollision`), exactly one instance for racing creators of
     /// one new key, and the guards. Loading removes the instance from the runnable set.
-    async fn load(&self, owner: OwnerId, request: LoadRequest) -> Result<InstanceSnapshot, StoreError>;
+    async fn load(
+        &self,
+        owner: OwnerId,
+        request: LoadRequest,
+    ) -> Result<InstanceSnapshot, StoreError>;
 
     /// Saves an instance (SPEC §6.4): effects in order (data, metadata, keys associated →
     /// completed → freed, projected fields, suspension, completion), `PayloadTooLarge` checked on
     /// the result before anything is written, then unlock if asked (entering the runnable set if
     /// not suspended and `Executing` or timed). The snapshot's `locked` says whether the caller
     /// still holds the lock.
-    async fn save(&self, owner: OwnerId, request: SaveRequest) -> Result<InstanceSnapshot, StoreError>;
+    async fn save(
+        &self,
+        owner: OwnerId,
+        request: SaveRequest,
+    ) -> Result<InstanceSnapshot, StoreError>;
 
     /// Releases the caller's lock on the instance if it still holds it (any version); otherwise
     /// does nothing. The instance may enter the runnable set, as after a save with `unlock`.

@@ -74,7 +74,10 @@ impl StoreSettings {
     pub fn validate(&self) -> Result<(), StoreError> {
         let second = Duration::from_secs(1);
         if self.lease < second {
-            return Err(StoreError::invalid(format!("setting 'lease' is {:?}; it must be at least 1s", self.lease)));
+            return Err(StoreError::invalid(format!(
+                "setting 'lease' is {:?}; it must be at least 1s",
+                self.lease
+            )));
         }
         if self.renew_every < second {
             return Err(StoreError::invalid(format!(
@@ -95,7 +98,9 @@ impl StoreSettings {
             )));
         }
         if self.max_payload_bytes == 0 {
-            return Err(StoreError::invalid("setting 'max_payload_bytes' is 0; it must be positive"));
+            return Err(StoreError::invalid(
+                "setting 'max_payload_bytes' is 0; it must be positive",
+            ));
         }
         Ok(())
     }
@@ -108,9 +113,19 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         StoreSettings::default().validate().unwrap();
-        let bad = StoreSettings { lease: Duration::from_millis(10), ..StoreSettings::default() };
+        let bad = StoreSettings {
+            lease: Duration::from_millis(10),
+            ..StoreSettings::default()
+        };
         assert!(bad.validate().unwrap_err().to_string().contains("'lease'"));
-        let bad = StoreSettings { renew_every: Duration::from_secs(60), ..StoreSettings::default() };
-        assert!(bad.validate().unwrap_err().to_string().contains("'renew_every'"));
+        let bad = StoreSettings {
+            renew_every: Duration::from_secs(60),
+            ..StoreSettings::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("'renew_every'"));
     }
 }

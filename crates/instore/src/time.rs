@@ -50,12 +50,18 @@ impl Timestamp {
 
     /// This instant plus a duration (saturating).
     pub fn plus(&self, d: Duration) -> Self {
-        Self(self.0.saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_add(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// This instant minus a duration (saturating).
     pub fn minus(&self, d: Duration) -> Self {
-        Self(self.0.saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)))
+        Self(
+            self.0
+                .saturating_sub(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// How long from `earlier` to `self`; zero if `earlier` is later.
@@ -66,7 +72,11 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", humantime::format_rfc3339_micros(self.to_system_time()))
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_micros(self.to_system_time())
+        )
     }
 }
 
@@ -113,7 +123,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A manual clock standing at `start`.
     pub fn new(start: Timestamp) -> Self {
-        Self { now: Arc::new(watch::Sender::new(start)) }
+        Self {
+            now: Arc::new(watch::Sender::new(start)),
+        }
     }
 
     /// A manual clock standing at the current system time (so timestamps look plausible).
@@ -176,6 +188,9 @@ mod tests {
 
     #[test]
     fn timestamps_display_as_rfc3339() {
-        assert_eq!(Timestamp::from_micros(1_500_000).to_string(), "1970-01-01T00:00:01.500000Z");
+        assert_eq!(
+            Timestamp::from_micros(1_500_000).to_string(),
+            "1970-01-01T00:00:01.500000Z"
+        );
     }
 }

@@ -44,11 +44,15 @@ pub(crate) fn command(command: &Command, bound: Bound) -> Result<(), StoreError>
                 return Err(StoreError::AlreadyBoundToOwner { owner });
             }
             if c.host_type.as_deref().is_some_and(|h| h.trim().is_empty()) {
-                return Err(StoreError::invalid("CreateOwner: host_type is empty; give a name such as 'orders-service' or none"));
+                return Err(StoreError::invalid(
+                    "CreateOwner: host_type is empty; give a name such as 'orders-service' or none",
+                ));
             }
             if let Some(lease) = c.lease {
                 if lease < Duration::from_secs(1) {
-                    return Err(StoreError::invalid(format!("CreateOwner: lease is {lease:?}; it must be at least 1s")));
+                    return Err(StoreError::invalid(format!(
+                        "CreateOwner: lease is {lease:?}; it must be at least 1s"
+                    )));
                 }
             }
             validate_bag(BagKind::OwnerMetadata, &c.metadata)
@@ -62,7 +66,9 @@ pub(crate) fn command(command: &Command, bound: Bound) -> Result<(), StoreError>
             need_owner()?;
             no_instance()?;
             if l.key.is_nil() {
-                return Err(StoreError::invalid("LoadByKey: key is the nil UUID; keys must be non-nil"));
+                return Err(StoreError::invalid(
+                    "LoadByKey: key is the nil UUID; keys must be non-nil",
+                ));
             }
             match l.create_with_id {
                 None => {
@@ -75,10 +81,14 @@ pub(crate) fn command(command: &Command, bound: Bound) -> Result<(), StoreError>
                 }
                 Some(id) => {
                     if !l.accept_uninitialized {
-                        return Err(StoreError::invalid("LoadByKey: create_with_id needs accept_uninitialized = true"));
+                        return Err(StoreError::invalid(
+                            "LoadByKey: create_with_id needs accept_uninitialized = true",
+                        ));
                     }
                     if id.is_nil() {
-                        return Err(StoreError::invalid("LoadByKey: create_with_id is the nil UUID"));
+                        return Err(StoreError::invalid(
+                            "LoadByKey: create_with_id is the nil UUID",
+                        ));
                     }
                 }
             }
@@ -88,14 +98,20 @@ pub(crate) fn command(command: &Command, bound: Bound) -> Result<(), StoreError>
             need_owner()?;
             need_instance()?;
             if s.complete && !s.unlock {
-                return Err(StoreError::invalid("Save: complete requires unlock (a completed instance cannot stay locked)"));
+                return Err(StoreError::invalid(
+                    "Save: complete requires unlock (a completed instance cannot stay locked)",
+                ));
             }
             if let Some(data) = &s.data {
                 validate_bag(BagKind::InstanceData, data)?;
             }
             validate_changes(&s.metadata_changes)?;
             new_keys("Save", "keys_to_associate", &s.keys_to_associate)?;
-            keys("Save", "keys_to_complete", s.keys_to_complete.iter().copied())?;
+            keys(
+                "Save",
+                "keys_to_complete",
+                s.keys_to_complete.iter().copied(),
+            )?;
             keys("Save", "keys_to_free", s.keys_to_free.iter().copied())?;
             if s.bookmarks.iter().any(|b| b.trim().is_empty()) {
                 return Err(StoreError::invalid("Save: bookmarks contain an empty name"));
@@ -113,11 +129,12 @@ pub(crate) fn command(command: &Command, bound: Bound) -> Result<(), StoreError>
 fn new_keys(command: &str, field: &str, list: &[NewKey]) -> Result<(), StoreError> {
     keys(command, field, list.iter().map(|k| k.key))?;
     for k in list {
-        validate_bag(BagKind::KeyMetadata, &k.metadata)
-            .map_err(|e| match e {
-                StoreError::Invalid { what } => StoreError::invalid(format!("{command}: {field}: key {}: {what}", k.key)),
-                other => other,
-            })?;
+        validate_bag(BagKind::KeyMetadata, &k.metadata).map_err(|e| match e {
+            StoreError::Invalid { what } => {
+                StoreError::invalid(format!("{command}: {field}: key {}: {what}", k.key))
+            }
+            other => other,
+        })?;
     }
     Ok(())
 }
@@ -126,10 +143,14 @@ fn keys(command: &str, field: &str, list: impl Iterator<Item = KeyId>) -> Result
     let mut seen = HashSet::new();
     for key in list {
         if key.is_nil() {
-            return Err(StoreError::invalid(format!("{command}: {field} contains the nil UUID; keys must be non-nil")));
+            return Err(StoreError::invalid(format!(
+                "{command}: {field} contains the nil UUID; keys must be non-nil"
+            )));
         }
         if !seen.insert(key) {
-            return Err(StoreError::invalid(format!("{command}: {field} lists key {key} twice")));
+            return Err(StoreError::invalid(format!(
+                "{command}: {field} lists key {key} twice"
+            )));
         }
     }
     Ok(())

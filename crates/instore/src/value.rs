@@ -144,12 +144,18 @@ pub struct InstanceValue {
 impl InstanceValue {
     /// A plain value (no options).
     pub fn new(value: impl Into<Value>) -> Self {
-        Self { value: value.into(), options: ValueOptions::NONE }
+        Self {
+            value: value.into(),
+            options: ValueOptions::NONE,
+        }
     }
 
     /// A value with options.
     pub fn with_options(value: impl Into<Value>, options: ValueOptions) -> Self {
-        Self { value: value.into(), options }
+        Self {
+            value: value.into(),
+            options,
+        }
     }
 
     /// A write-only value: persisted, never loaded back.
@@ -257,7 +263,10 @@ pub fn apply_changes(bag: &mut PropertyBag, changes: &MetadataChanges) {
 
 /// The bag as a host sees it: write-only values left out.
 pub fn readable(bag: &PropertyBag) -> PropertyBag {
-    bag.iter().filter(|(_, v)| !v.is_write_only()).map(|(k, v)| (k.clone(), v.clone())).collect()
+    bag.iter()
+        .filter(|(_, v)| !v.is_write_only())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Builds a bag from `(name, value)` pairs; a convenience for hosts and tests.
@@ -267,7 +276,10 @@ where
     K: Into<String>,
     V: Into<InstanceValue>,
 {
-    entries.into_iter().map(|(k, v)| (k.into(), v.into())).collect()
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect()
 }
 
 impl From<Value> for InstanceValue {
@@ -283,8 +295,13 @@ mod tests {
     #[test]
     fn empty_names_are_rejected_with_the_bag_named() {
         let b = bag([("", 1i64)]);
-        let err = validate_bag(BagKind::InstanceData, &b).unwrap_err().to_string();
-        assert!(err.contains("instance data") && err.contains("empty name"), "{err}");
+        let err = validate_bag(BagKind::InstanceData, &b)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("instance data") && err.contains("empty name"),
+            "{err}"
+        );
     }
 
     #[test]

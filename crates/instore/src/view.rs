@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use crate::{ExceptionInfo, ExecutionStatus, InstanceId, KeyId, OwnerId, PropertyBag, Timestamp};
 
 /// The lifecycle state of an instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 pub enum InstanceState {
     /// The view is not bound to an instance, or the command does not say.
     #[default]

@@ -22,24 +22,40 @@ pub(crate) enum Claim {
     /// Held by this live handle.
     Handle(u64),
     /// Its handle was freed; a background task is releasing it.
-    Releasing { in_flight: bool, done: watch::Receiver<bool> },
+    Releasing {
+        in_flight: bool,
+        done: watch::Receiver<bool>,
+    },
 }
 
 impl Inner {
     /// Claims `instance` for handle `me` before an acquiring command by id.
-    pub(super) async fn claim(&self, owner: OwnerId, instance: InstanceId, me: u64) -> Result<(), StoreError> {
+    pub(super) async fn claim(
+        &self,
+        owner: OwnerId,
+        instance: InstanceId,
+        me: u64,
+    ) -> Result<(), StoreError> {
         loop {
             let mut done = {
                 let mut state = self.state();
-                let Some(entry) = state.owners.get_mut(&owner) else { return Err(StoreError::OwnerLost { owner }) };
+                let Some(entry) = state.owners.get_mut(&owner) else {
+                    return Err(StoreError::OwnerLost { owner });
+                };
                 match entry.claims.get(&instance) {
-                    None | Some(Claim::Releasing { in_flight: false, .. }) => {
+                    None
+                    | Some(Claim::Releasing {
+                        in_flight: false, ..
+                    }) => {
                         entry.claims.insert(instance, Claim::Handle(me));
                         return Ok(());
                     }
                     Some(Claim::Handle(h)) if *h == me => return Ok(()),
                     Some(Claim::Handle(_)) => return Err(StoreError::HandleConflict { instance }),
-                    Some(Claim::Releasing { in_flight: true, done }) => done.clone(),
+                    Some(Claim::Releasing {
+                        in_flight: true,
+                        done,
+                    }) => done.clone(),
                 }
             };
             // The unlock is in flight: wait for it, then claim afresh.
@@ -49,9 +65,16 @@ impl Inner {
 
     /// Records that handle `me` holds `instance` after a command that found the instance itself
     /// (by key, or runnable). `HandleConflict` if another live handle holds it.
-    pub(super) fn claim_found(&self, owner: OwnerId, instance: InstanceId, me: u64) -> Result<(), StoreError> {
+    pub(super) fn claim_found(
+        &self,
+        owner: OwnerId,
+        instance: InstanceId,
+        me: u64,
+    ) -> Result<(), StoreError> {
         let mut state = self.state();
-        let Some(entry) = state.owners.get_mut(&owner) else { return Err(StoreError::OwnerLost { owner }) };
+        let Some(entry) = state.owners.get_mut(&owner) else {
+            return Err(StoreError::OwnerLost { owner });
+        };
         match entry.claims.get(&instance) {
             Some(Claim::Handle(h)) if *h != me => Err(StoreError::HandleConflict { instance }),
             _ => {
@@ -106,7 +129,9 @@ impl Inner {
             binding
         };
         handle.freed.cancel();
-        if let (Some(owner), Some(instance), Some(_)) = (binding.owner, binding.instance, binding.lock_version) {
+        if let (Some(owner), Some(instance), Some(_)) =
+            (binding.owner, binding.instance, binding.lock_version)
+        {
             self.release(owner, instance, handle.id);
         }
     }
@@ -117,7 +142,9 @@ impl Inner {
         let (tx, rx) = watch::channel(false);
         {
             let mut state = self.state();
-            let Some(entry) = state.owners.get_mut(&owner) else { return };
+            let Some(entry) = state.owners.get_mut(&owner) else {
+                return;
+            };
             if entry.lost {
                 return;
             }
@@ -126,18 +153,31 @@ impl Inner {
                 Some(Claim::Handle(h)) if *h == me => {}
                 Some(_) => return,
             }
-            entry.claims.insert(instance, Claim::Releasing { in_flight: false, done: rx });
+            entry.claims.insert(
+                instance,
+                Claim::Releasing {
+                    in_flight: false,
+                    done: rx,
+                },
+            );
         }
         let inner = self.clone();
         self.spawn(async move { inner.release_until_done(owner, instance, tx).await });
     }
 
-    async fn release_until_done(self: Arc<Self>, owner: OwnerId, instance: InstanceId, done: watch::Sender<bool>) {
+    async fn release_until_done(
+        self: Arc<Self>,
+        owner: OwnerId,
+        instance: InstanceId,
+        done: watch::Sender<bool>,
+    ) {
         let mut backoff = Duration::from_millis(100);
         loop {
             {
                 let mut state = self.state();
-                let Some(entry) = state.owners.get_mut(&owner) else { break };
+                let Some(entry) = state.owners.get_mut(&owner) else {
+                    break;
+                };
                 match entry.claims.get_mut(&instance) {
                     Some(Claim::Releasing { in_flight, .. }) if !entry.lost => *in_flight = true,
                     // Taken over by a new handle, or the owner is gone: nothing to release.
@@ -156,8 +196,10 @@ impl Inner {
                     tracing::warn!(%owner, %instance, error = %e, "background unlock failed; retrying");
                     {
                         let mut state = self.state();
-                        if let Some(Claim::Releasing { in_flight, .. }) =
-                            state.owners.get_mut(&owner).and_then(|e| e.claims.get_mut(&instance))
+                        if let Some(Claim::Releasing { in_flight, .. }) = state
+                            .owners
+                            .get_mut(&owner)
+                            .and_then(|e| e.claims.get_mut(&instance))
                         {
                             *in_flight = false;
                         }

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{InstanceEvent, Inner};
+use super::{Inner, InstanceEvent};
 use crate::{InstanceHandle, StoreError, Timestamp};
 
 pub(super) async fn run(inner: Arc<Inner>) {
@@ -32,7 +32,12 @@ pub(super) async fn run(inner: Arc<Inner>) {
 async fn detect_once(inner: &Inner) -> Option<Timestamp> {
     let host_types: BTreeSet<String> = {
         let state = inner.state();
-        state.owners.values().filter(|e| !e.lost).filter_map(|e| e.host_type.clone()).collect()
+        state
+            .owners
+            .values()
+            .filter(|e| !e.lost)
+            .filter_map(|e| e.host_type.clone())
+            .collect()
     };
     let mut next: Option<Timestamp> = None;
     for host_type in host_types {
@@ -40,7 +45,9 @@ async fn detect_once(inner: &Inner) -> Option<Timestamp> {
             Ok(Some(at)) if at <= inner.clock.now() => inner.signal(&host_type),
             Ok(Some(at)) => next = Some(next.map_or(at, |n| n.min(at))),
             Ok(None) => {}
-            Err(e) => tracing::warn!(%host_type, error = %e, "runnable detection failed; will retry"),
+            Err(e) => {
+                tracing::warn!(%host_type, error = %e, "runnable detection failed; will retry")
+            }
         }
     }
     next
@@ -49,7 +56,11 @@ async fn detect_once(inner: &Inner) -> Option<Timestamp> {
 impl Inner {
     fn signal(&self, host_type: &str) {
         let state = self.state();
-        for entry in state.owners.values().filter(|e| !e.lost && e.host_type.as_deref() == Some(host_type)) {
+        for entry in state
+            .owners
+            .values()
+            .filter(|e| !e.lost && e.host_type.as_deref() == Some(host_type))
+        {
             entry.signal.send_modify(|s| {
                 s.runnable = true;
                 s.seq += 1;
@@ -59,7 +70,10 @@ impl Inner {
 
     /// The current signal sequence of an owner (read before `TryLoadRunnable`).
     pub(super) fn signal_seq(&self, owner: crate::OwnerId) -> u64 {
-        self.state().owners.get(&owner).map_or(0, |e| e.signal.borrow().seq)
+        self.state()
+            .owners
+            .get(&owner)
+            .map_or(0, |e| e.signal.borrow().seq)
     }
 
     /// Resets the runnable signal after `TryLoadRunnable` found nothing, unless the detector
@@ -87,13 +101,17 @@ impl Inner {
         let owner = {
             let mut b = shared.state();
             if b.freed {
-                return Err(StoreError::invalid("the handle is freed; create a new handle to wait for events"));
+                return Err(StoreError::invalid(
+                    "the handle is freed; create a new handle to wait for events",
+                ));
             }
             if b.waiting {
                 return Err(StoreError::CommandOverlap);
             }
             let Some(owner) = b.owner else {
-                return Err(StoreError::invalid("wait_for_events needs a handle bound to an owner; run CreateOwner first"));
+                return Err(StoreError::invalid(
+                    "wait_for_events needs a handle bound to an owner; run CreateOwner first",
+                ));
             };
             b.waiting = true;
             owner
@@ -112,7 +130,9 @@ impl Inner {
         }
         let mut signal = {
             let state = self.state();
-            let Some(entry) = state.owners.get(&owner) else { return Err(StoreError::OwnerLost { owner }) };
+            let Some(entry) = state.owners.get(&owner) else {
+                return Err(StoreError::OwnerLost { owner });
+            };
             entry.signal.subscribe()
         };
         let deadline = self.clock.now().plus(timeout);

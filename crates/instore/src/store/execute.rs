@@ -10,8 +10,9 @@ use super::handle::{Binding, HandleShared};
 use super::Inner;
 use crate::validate::{self, Bound};
 use crate::{
-    value::readable, Command, CommandContext, InstanceHandle, InstanceSnapshot, InstanceView, KeyView,
-    LoadGuards, LoadRequest, LoadTarget, LockRetry, NewOwner, OwnerId, SaveRequest, SaveRules, StoreError, Timestamp,
+    value::readable, Command, CommandContext, InstanceHandle, InstanceSnapshot, InstanceView,
+    KeyView, LoadGuards, LoadRequest, LoadTarget, LockRetry, NewOwner, OwnerId, SaveRequest,
+    SaveRules, StoreError, Timestamp,
 };
 
 /// Clears the handle's busy flag however the command ends (including by being dropped).
@@ -26,7 +27,9 @@ impl Drop for Busy<'_> {
 impl Inner {
     pub(super) fn check_handle(self: &Arc<Self>, handle: &HandleShared) -> Result<(), StoreError> {
         if !std::ptr::eq(handle.store.as_ptr(), Arc::as_ptr(self)) {
-            return Err(StoreError::invalid("the handle was created by another store; use handles of the store you execute on"));
+            return Err(StoreError::invalid(
+                "the handle was created by another store; use handles of the store you execute on",
+            ));
         }
         if self.shutdown.is_cancelled() {
             return Err(StoreError::invalid("the store is shut down; open it again"));
@@ -60,7 +63,9 @@ impl Inner {
         // Which instance the command may lock without the handle knowing yet, should it be cut
         // off by the timeout.
         let may_lock = match command {
-            Command::Load(_) | Command::Save(_) if binding.lock_version.is_none() => binding.instance,
+            Command::Load(_) | Command::Save(_) if binding.lock_version.is_none() => {
+                binding.instance
+            }
             _ => None,
         };
         let deadline = self.clock.now().plus(timeout);
@@ -85,12 +90,22 @@ impl Inner {
         mut command: Command,
         deadline: Timestamp,
     ) -> Result<InstanceView, StoreError> {
-        validate::command(&command, Bound { owner: b.owner, instance: b.instance })?;
+        validate::command(
+            &command,
+            Bound {
+                owner: b.owner,
+                instance: b.instance,
+            },
+        )?;
         let owner_ctx = match (&command, b.owner) {
             (Command::CreateOwner(_), _) | (_, None) => None,
             (_, Some(owner)) => Some((owner, self.check_owner(owner)?)),
         };
-        let ctx = CommandContext { owner: b.owner, instance: b.instance, lock_version: b.lock_version };
+        let ctx = CommandContext {
+            owner: b.owner,
+            instance: b.instance,
+            lock_version: b.lock_version,
+        };
         let mut guards = LoadGuards::default();
         for ext in &self.extensions {
             ext.before(&ctx, &mut command, &mut guards)?;
@@ -109,20 +124,36 @@ impl Inner {
                     .await?;
                 self.register_owner(&info, lease);
                 handle.state().owner = Some(info.id);
-                InstanceView { owner: Some(info.id), ..InstanceView::default() }
+                InstanceView {
+                    owner: Some(info.id),
+                    ..InstanceView::default()
+                }
             }
             (Command::DeleteOwner, Some((owner, _))) => {
                 self.provider.delete_owner(owner).await?;
                 self.mark_deleted(owner);
                 self.free_handle(handle);
-                InstanceView { owner: Some(owner), ..InstanceView::default() }
+                InstanceView {
+                    owner: Some(owner),
+                    ..InstanceView::default()
+                }
             }
             (Command::Load(l), Some((owner, _))) => {
-                let instance = b.instance.ok_or_else(|| StoreError::invalid("Load needs an instance"))?;
-                let target = LoadTarget::Id { instance, accept_uninitialized: l.accept_uninitialized };
+                let instance = b
+                    .instance
+                    .ok_or_else(|| StoreError::invalid("Load needs an instance"))?;
+                let target = LoadTarget::Id {
+                    instance,
+                    accept_uninitialized: l.accept_uninitialized,
+                };
                 match b.lock_version {
                     Some(held) => {
-                        let request = LoadRequest { target, held_version: Some(held), busy: Vec::new(), guards };
+                        let request = LoadRequest {
+                            target,
+                            held_version: Some(held),
+                            busy: Vec::new(),
+                            guards,
+                        };
                         let snap = self.provider.load(owner, request).await;
                         self.bind_result(handle, owner, snap)?
                     }
@@ -130,8 +161,12 @@ impl Inner {
                         self.claim(owner, instance, handle.id).await?;
                         let snap = self
                             .with_lock_retry(deadline, || {
-                                let request =
-                                    LoadRequest { target: target.clone(), held_version: None, busy: Vec::new(), guards };
+                                let request = LoadRequest {
+                                    target: target.clone(),
+                                    held_version: None,
+                                    busy: Vec::new(),
+                                    guards,
+                                };
                                 self.provider.load(owner, request)
                             })
                             .await;
@@ -163,7 +198,9 @@ impl Inner {
                         .await;
                     match attempt {
                         // Our own freed handle's lock, still being released: take it over.
-                        Err(StoreError::HandleConflict { instance }) if self.is_releasing(owner, instance) => {
+                        Err(StoreError::HandleConflict { instance })
+                            if self.is_releasing(owner, instance) =>
+                        {
                             self.claim(owner, instance, handle.id).await?;
                             self.unclaim(owner, instance, handle.id);
                         }
@@ -177,7 +214,9 @@ impl Inner {
                 self.bind_result(handle, owner, snap)?
             }
             (Command::Save(s), Some((owner, _))) => {
-                let instance = b.instance.ok_or_else(|| StoreError::invalid("Save needs an instance"))?;
+                let instance = b
+                    .instance
+                    .ok_or_else(|| StoreError::invalid("Save needs an instance"))?;
                 if b.lock_version.is_none() {
                     self.claim(owner, instance, handle.id).await?;
                 }
@@ -215,11 +254,18 @@ impl Inner {
             (Command::TryLoadRunnable, Some((owner, ctx))) => {
                 let host_type = ctx.host_type.ok_or(StoreError::HostTypeRequired)?;
                 let seq = self.signal_seq(owner);
-                match self.provider.try_load_runnable(owner, &host_type, guards).await? {
+                match self
+                    .provider
+                    .try_load_runnable(owner, &host_type, guards)
+                    .await?
+                {
                     None => {
                         self.reset_signal(owner, seq);
                         self.rescan.notify_one();
-                        InstanceView { owner: Some(owner), ..InstanceView::default() }
+                        InstanceView {
+                            owner: Some(owner),
+                            ..InstanceView::default()
+                        }
                     }
                     Some(snap) => {
                         self.claim_found(owner, snap.instance, handle.id)?;
@@ -229,7 +275,11 @@ impl Inner {
             }
             (Command::QueryActivatable, Some((owner, _))) => {
                 let activatable = self.provider.activatable().await?;
-                InstanceView { owner: Some(owner), activatable, ..InstanceView::default() }
+                InstanceView {
+                    owner: Some(owner),
+                    activatable,
+                    ..InstanceView::default()
+                }
             }
             (Command::Custom(c), _) => {
                 let mut answer = None;
@@ -239,10 +289,17 @@ impl Inner {
                         break;
                     }
                 }
-                answer.unwrap_or_else(|| Err(StoreError::CommandNotSupported { command: c.name.clone() }))?
+                answer.unwrap_or_else(|| {
+                    Err(StoreError::CommandNotSupported {
+                        command: c.name.clone(),
+                    })
+                })?
             }
             (other, None) => {
-                return Err(StoreError::invalid(format!("{} needs a handle bound to an owner", other.name())));
+                return Err(StoreError::invalid(format!(
+                    "{} needs a handle bound to an owner",
+                    other.name()
+                )));
             }
         };
         for ext in &self.extensions {
@@ -278,9 +335,15 @@ impl Inner {
                 Err(StoreError::OwnerLost { owner })
             }
             // Other owners see only the holder's readable metadata.
-            Err(StoreError::InstanceLocked { instance, owner, owner_metadata }) => {
-                Err(StoreError::InstanceLocked { instance, owner, owner_metadata: readable(&owner_metadata) })
-            }
+            Err(StoreError::InstanceLocked {
+                instance,
+                owner,
+                owner_metadata,
+            }) => Err(StoreError::InstanceLocked {
+                instance,
+                owner,
+                owner_metadata: readable(&owner_metadata),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -288,7 +351,11 @@ impl Inner {
     /// Runs an acquiring load under the store's lock-retry policy (SPEC §5): retries on
     /// `InstanceLocked` until the next wait would pass the deadline, then returns the last
     /// `InstanceLocked`.
-    async fn with_lock_retry<F, Fut>(&self, deadline: Timestamp, mut attempt: F) -> Result<InstanceSnapshot, StoreError>
+    async fn with_lock_retry<F, Fut>(
+        &self,
+        deadline: Timestamp,
+        mut attempt: F,
+    ) -> Result<InstanceSnapshot, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<InstanceSnapshot, StoreError>>,
@@ -327,7 +394,15 @@ fn view_of(owner: OwnerId, snap: &InstanceSnapshot, locked: bool) -> InstanceVie
         keys: snap
             .keys
             .iter()
-            .map(|(k, v)| (*k, KeyView { state: v.state, metadata: readable(&v.metadata) }))
+            .map(|(k, v)| {
+                (
+                    *k,
+                    KeyView {
+                        state: v.state,
+                        metadata: readable(&v.metadata),
+                    },
+                )
+            })
             .collect(),
         status: Some(snap.status),
         timer: snap.timer,

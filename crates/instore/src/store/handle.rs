@@ -39,8 +39,16 @@ pub(crate) struct Binding {
 }
 
 impl InstanceHandle {
-    pub(crate) fn new(store: Weak<Inner>, owner: Option<OwnerId>, instance: Option<InstanceId>) -> Self {
-        let binding = Binding { owner, instance, ..Binding::default() };
+    pub(crate) fn new(
+        store: Weak<Inner>,
+        owner: Option<OwnerId>,
+        instance: Option<InstanceId>,
+    ) -> Self {
+        let binding = Binding {
+            owner,
+            instance,
+            ..Binding::default()
+        };
         Self {
             shared: Arc::new(HandleShared {
                 id: NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),

@@ -22,8 +22,8 @@ pub use events::{InstanceEvent, StoreEvent};
 pub use handle::InstanceHandle;
 
 use crate::{
-    Command, Extension, InstanceId, InstanceView, OwnerId, PersistenceProvider, PropertyBag, SharedClock,
-    StoreError, StoreSettings, SuspensionExtension, Timestamp,
+    Command, Extension, InstanceId, InstanceView, OwnerId, PersistenceProvider, PropertyBag,
+    SharedClock, StoreError, StoreSettings, SuspensionExtension, Timestamp,
 };
 use claims::Claim;
 
@@ -140,7 +140,9 @@ impl InstanceStoreBuilder {
             provider: self.provider,
             settings: self.settings,
             extensions,
-            machine: self.machine.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+            machine: self
+                .machine
+                .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
             state: Mutex::new(State::default()),
             events: broadcast::channel(64).0,
             rescan: Notify::new(),
@@ -150,14 +152,22 @@ impl InstanceStoreBuilder {
         let renewals = tokio::spawn(owners::run_renewals(inner.clone()));
         let detector = tokio::spawn(detector::run(inner.clone()));
         inner.tasks().extend([renewals, detector]);
-        Ok(InstanceStore { inner, _alive: Arc::new(AliveGuard(shutdown)) })
+        Ok(InstanceStore {
+            inner,
+            _alive: Arc::new(AliveGuard(shutdown)),
+        })
     }
 }
 
 impl InstanceStore {
     /// A builder over a provider.
     pub fn builder(provider: Arc<dyn PersistenceProvider>) -> InstanceStoreBuilder {
-        InstanceStoreBuilder { provider, settings: StoreSettings::default(), extensions: Vec::new(), machine: None }
+        InstanceStoreBuilder {
+            provider,
+            settings: StoreSettings::default(),
+            extensions: Vec::new(),
+            machine: None,
+        }
     }
 
     /// Opens a store by URL with default settings: `memory:` here; `sqlite://PATH` and
@@ -167,7 +177,10 @@ impl InstanceStore {
     }
 
     /// Opens a store by URL with the given settings.
-    pub async fn open_with(url: &str, settings: StoreSettings) -> Result<InstanceStore, StoreError> {
+    pub async fn open_with(
+        url: &str,
+        settings: StoreSettings,
+    ) -> Result<InstanceStore, StoreError> {
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
         match scheme {
             "memory" => Self::builder(crate::MemoryProvider::new()).settings(settings).build(),
@@ -190,7 +203,11 @@ impl InstanceStore {
     }
 
     /// A new handle bound to the given owner and/or instance.
-    pub fn create_handle_for(&self, owner: Option<OwnerId>, instance: Option<InstanceId>) -> InstanceHandle {
+    pub fn create_handle_for(
+        &self,
+        owner: Option<OwnerId>,
+        instance: Option<InstanceId>,
+    ) -> InstanceHandle {
         InstanceHandle::new(Arc::downgrade(&self.inner), owner, instance)
     }
 
@@ -288,7 +305,9 @@ impl Inner {
         }
         // A handle may be dropped after the runtime is gone; then there is nothing left to run
         // the work on, and the owner's lease ending releases its locks anyway.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let shutdown = self.shutdown.clone();
         let task = runtime.spawn(async move {
             tokio::select! {
@@ -323,22 +342,43 @@ mod tests {
 
     #[tokio::test]
     async fn urls_of_providers_not_linked_say_which_crate_to_add() {
-        let err = InstanceStore::open("sqlite://instore.db").await.unwrap_err().to_string();
-        assert!(err.contains("instore-sqlite") && err.contains("not linked"), "{err}");
-        let err = InstanceStore::open("postgres://postgres@127.0.0.1/test").await.unwrap_err().to_string();
+        let err = InstanceStore::open("sqlite://instore.db")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("instore-sqlite") && err.contains("not linked"),
+            "{err}"
+        );
+        let err = InstanceStore::open("postgres://postgres@127.0.0.1/test")
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("instore-postgres"), "{err}");
     }
 
     #[tokio::test]
     async fn unknown_url_schemes_list_the_known_ones() {
-        let err = InstanceStore::open("redis://x").await.unwrap_err().to_string();
-        assert!(err.contains("unknown scheme") && err.contains("memory:"), "{err}");
+        let err = InstanceStore::open("redis://x")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown scheme") && err.contains("memory:"),
+            "{err}"
+        );
     }
 
     #[tokio::test]
     async fn invalid_settings_are_refused_at_build() {
-        let settings = StoreSettings { lease: Duration::from_millis(1), ..StoreSettings::default() };
-        let err = InstanceStore::builder(crate::MemoryProvider::new()).settings(settings).build().unwrap_err();
+        let settings = StoreSettings {
+            lease: Duration::from_millis(1),
+            ..StoreSettings::default()
+        };
+        let err = InstanceStore::builder(crate::MemoryProvider::new())
+            .settings(settings)
+            .build()
+            .unwrap_err();
         assert!(err.to_string().contains("'lease'"), "{err}");
     }
 

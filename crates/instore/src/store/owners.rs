@@ -42,7 +42,10 @@ impl Inner {
 
     /// The owner's context if it is alive. An owner whose lease has passed by the store's clock
     /// is marked lost here, without waiting for the renewal task to notice.
-    pub(super) fn check_owner(self: &Arc<Self>, owner: OwnerId) -> Result<OwnerContext, StoreError> {
+    pub(super) fn check_owner(
+        self: &Arc<Self>,
+        owner: OwnerId,
+    ) -> Result<OwnerContext, StoreError> {
         let expired = {
             let state = self.state();
             let Some(entry) = state.owners.get(&owner) else {
@@ -54,7 +57,9 @@ impl Inner {
                 return Err(StoreError::OwnerLost { owner });
             }
             if self.clock.now() < entry.lease_expires_at {
-                return Ok(OwnerContext { host_type: entry.host_type.clone() });
+                return Ok(OwnerContext {
+                    host_type: entry.host_type.clone(),
+                });
             }
             true
         };
@@ -83,7 +88,9 @@ impl Inner {
     pub(super) fn mark_lost(self: &Arc<Self>, owner: OwnerId) {
         let replacement = {
             let mut state = self.state();
-            let Some(entry) = state.owners.get_mut(&owner) else { return };
+            let Some(entry) = state.owners.get_mut(&owner) else {
+                return;
+            };
             if entry.lost {
                 return;
             }
@@ -102,9 +109,20 @@ impl Inner {
         }
     }
 
-    async fn recover(self: Arc<Self>, lost: OwnerId, host_type: Option<String>, metadata: PropertyBag, lease: Duration) {
+    async fn recover(
+        self: Arc<Self>,
+        lost: OwnerId,
+        host_type: Option<String>,
+        metadata: PropertyBag,
+        lease: Duration,
+    ) {
         loop {
-            let request = NewOwner { host_type: host_type.clone(), metadata: metadata.clone(), lease, machine: self.machine.clone() };
+            let request = NewOwner {
+                host_type: host_type.clone(),
+                metadata: metadata.clone(),
+                lease,
+                machine: self.machine.clone(),
+            };
             match self.provider.create_owner(request).await {
                 Ok(info) => {
                     self.register_owner(&info, lease);
@@ -115,7 +133,10 @@ impl Inner {
                         }
                     }
                     tracing::info!(%lost, replacement = %info.id, "owner recovered");
-                    let _ = self.events.send(StoreEvent::OwnerRecovered { lost, replacement: info.id });
+                    let _ = self.events.send(StoreEvent::OwnerRecovered {
+                        lost,
+                        replacement: info.id,
+                    });
                     return;
                 }
                 Err(e) => {
@@ -132,7 +153,11 @@ impl Inner {
 /// The renewal task: renews every `renew_every`, or every second while renewals fail.
 pub(super) async fn run_renewals(inner: Arc<Inner>) {
     loop {
-        let wait = if renew_all(&inner).await { inner.settings.renew_every } else { RETRY_EVERY };
+        let wait = if renew_all(&inner).await {
+            inner.settings.renew_every
+        } else {
+            RETRY_EVERY
+        };
         if !inner.sleep(wait).await {
             return;
         }
@@ -143,7 +168,12 @@ pub(super) async fn run_renewals(inner: Arc<Inner>) {
 pub(super) async fn renew_all(inner: &Arc<Inner>) -> bool {
     let owners: Vec<(OwnerId, Duration)> = {
         let state = inner.state();
-        state.owners.iter().filter(|(_, e)| !e.lost).map(|(id, e)| (*id, e.lease)).collect()
+        state
+            .owners
+            .iter()
+            .filter(|(_, e)| !e.lost)
+            .map(|(id, e)| (*id, e.lease))
+            .collect()
     };
     let mut all_renewed = true;
     for (owner, lease) in owners {
@@ -160,7 +190,10 @@ pub(super) async fn renew_all(inner: &Arc<Inner>) -> bool {
                 tracing::warn!(%owner, error = %e, "lease renewal failed; retrying until the lease ends");
                 let expired = {
                     let state = inner.state();
-                    state.owners.get(&owner).is_some_and(|e| inner.clock.now() >= e.lease_expires_at)
+                    state
+                        .owners
+                        .get(&owner)
+                        .is_some_and(|e| inner.clock.now() >= e.lease_expires_at)
                 };
                 if expired {
                     inner.mark_lost(owner);
