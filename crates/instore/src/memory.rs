@@ -394,7 +394,14 @@ impl Mem {
                     }
                     self.check_guards(id, request.guards)?;
                 }
-                let mut new_keys = vec![NewKey::from(*key)];
+                // The lookup key first; with `create_with_id` it may be listed among the keys to
+                // associate, which then gives its metadata.
+                let lookup = keys_to_associate
+                    .iter()
+                    .find(|k| k.key == *key)
+                    .cloned()
+                    .unwrap_or_else(|| NewKey::from(*key));
+                let mut new_keys = vec![lookup];
                 new_keys.extend(keys_to_associate.iter().filter(|k| k.key != *key).cloned());
                 self.can_acquire(owner, id, &request.busy, now)?;
                 self.check_new_keys(&new_keys)?;
