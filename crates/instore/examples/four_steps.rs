@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use instore::{
-    bag, Clock, Command, CreateOwner, ExecutionStatus, InstanceStore, KeyId, LoadByKey, Save,
-    StoreError, Uuid,
+    bag, Command, CreateOwner, ExecutionStatus, InstanceStore, KeyId, LoadByKey, Save, StoreError,
+    Uuid,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,11 +1,662 @@
 //! SPEC §3: values, options (write-only, optional), bags, change bags, validation, size limit.
+//!
+//! | rule (SPEC §3) | cases |
+//! |---|---|
+//! | every kind of value round-trips exactly (null, bool, int, float incl. NaN and -0.0, string, bytes, timestamp, UUID, duration, JSON) | `every_kind_of_value_round_trips_exactly`, `values_round_trip_in_metadata_and_key_metadata`, `owner_metadata_round_trips_without_its_write_only_values` |
+//! | `WRITE_ONLY`: persisted (and counted in the size) but never loaded back into a host's view | `write_only_values_are_persisted_but_not_loaded_back`, `owner_metadata_round_trips_without_its_write_only_values`, `write_only_values_count_toward_the_size_limit` |
+//! | `OPTIONAL`: may be dropped, never makes a command fail | `optional_values_are_dropped_rather_than_failing_a_save` |
+//! | an initial bag or a change bag with an empty name is rejected, naming the bag | `empty_names_are_rejected_naming_the_bag` |
+//! | a change bag's `Deleted` removes a name; change bags apply in order | `change_bags_delete_metadata_and_apply_in_order` |
+//! | large bags are compressed; the encoding is recorded per row | `large_values_round_trip`, `rows_written_under_one_encoding_setting_load_under_another` |
+//! | ▲ `PayloadTooLarge { size, limit }` (default 16 MiB, data + metadata) and nothing changes | `payload_too_large_changes_nothing`, `an_acquiring_save_that_is_too_large_creates_nothing`, `the_size_limit_counts_data_and_metadata_together`, `saves_over_16_mib_fail_by_default` |
+//!
+//! An initial bag holding `Deleted` or a missing value cannot be expressed in the Rust API (a
+//! [`instore::PropertyBag`] holds values only); those are checked where bags are parsed from
+//! JSON. "Data is replaced as a whole": `save::data_is_replaced_whole_by_each_save_with_data`.
 
-#[allow(unused_imports)]
+use std::time::Duration;
+
+use instore::{
+    bag, Command, CreateOwner, EncodingSettings, ExecutionStatus, InstanceId, InstanceSnapshot,
+    InstanceStore, InstanceValue, InstanceView, KeyId, Load, LoadByKey, LoadGuards, LoadRequest,
+    LoadTarget, MetadataChange, NewKey, OwnerId, PropertyBag, Save, StoreError, StoreSettings,
+    SuspendChange, Timestamp, Uuid, Value,
+};
+
 use crate::harness::*;
+
+/// Asserts that `result` is an error matching the pattern (guards allowed).
+macro_rules! assert_err {
+    ($result:expr, $($pattern:tt)+) => {
+        match $result {
+            Ok(v) => panic!("expected {}, got {v:?}", stringify!($($pattern)+)),
+            Err(e) => {
+                let shown = format!("{e:?}");
+                assert!(matches!(e, $($pattern)+), "expected {}, got {shown}", stringify!($($pattern)+));
+            }
+        }
+    };
+}
+
+/// Runs `command` on a fresh handle of `owner` bound to `instance` (the handle is then dropped).
+async fn run(
+    store: &InstanceStore,
+    owner: OwnerId,
+    instance: Option<InstanceId>,
+    command: impl Into<Command>,
+) -> Result<InstanceView, StoreError> {
+    store
+        .execute(&store.create_handle_for(Some(owner), instance), command, T)
+        .await
+}
+
+/// As [`run`], expecting success.
+async fn ok(
+    store: &InstanceStore,
+    owner: OwnerId,
+    instance: Option<InstanceId>,
+    command: impl Into<Command>,
+) -> InstanceView {
+    let command = command.into();
+    let name = command.name().to_owned();
+    let result = run(store, owner, instance, command).await;
+    result.unwrap_or_else(|e| panic!("{name} failed: {e:?}"))
+}
+
+/// Sets one metadata value.
+fn set(name: &str, value: impl Into<InstanceValue>) -> (String, MetadataChange) {
+    (name.to_owned(), MetadataChange::Set(value.into()))
+}
+
+/// A metadata-only save applying `changes`.
+fn changes(changes: Vec<(String, MetadataChange)>) -> Save {
+    Save {
+        metadata_changes: changes,
+        ..Save::default()
+    }
+}
+
+/// A second host with its own owner, reading from the same storage.
+async fn other_host(env: &Env) -> (InstanceStore, OwnerId) {
+    let store = env.store();
+    let owner = env.owner(&store, None).await;
+    (store, owner)
+}
+
+/// One value of every kind, with the edge cases naive storage breaks: NaN, -0.0, extreme
+/// integers, empty and non-ASCII text, NUL, sub-second durations, a pre-1970 timestamp.
+fn every_kind() -> PropertyBag {
+    bag([
+        ("v:null", InstanceValue::new(Value::Null)),
+        ("v:true", true.into()),
+        ("v:false", false.into()),
+        ("v:int-min", i64::MIN.into()),
+        ("v:int-max", i64::MAX.into()),
+        ("v:float", 0.1f64.into()),
+        ("v:neg-zero", (-0.0f64).into()),
+        ("v:nan", f64::NAN.into()),
+        ("v:inf", f64::NEG_INFINITY.into()),
+        ("v:string", "héllo wörld ✓ \u{0}".into()),
+        ("v:empty-string", "".into()),
+        ("v:bytes", vec![0u8, 255, 7, 0].into()),
+        ("v:empty-bytes", Vec::<u8>::new().into()),
+        ("v:ts", Timestamp::from_micros(1_700_000_000_123_457).into()),
+        (
+            "v:ts-before-1970",
+            Timestamp::from_micros(-123_456_789_012).into(),
+        ),
+        (
+            "v:uuid",
+            Uuid::from_u128(0x0123_4567_89ab_cdef_0123_4567_89ab_cdef).into(),
+        ),
+        ("v:duration", Duration::new(3, 999_999_999).into()),
+        ("v:duration-max", Duration::MAX.into()),
+        (
+            "v:json",
+            serde_json::json!({"a": [1, 2.5, null, "x", {"b": true}], "big": u64::MAX}).into(),
+        ),
+        ("orders:total", 42i64.into()),
+    ])
+}
+
+/// Asserts two bags are equal, floats bit for bit (so NaN equals NaN and -0.0 differs from 0.0).
+fn assert_same_bag(what: &str, got: &PropertyBag, want: &PropertyBag) {
+    let names = |b: &PropertyBag| b.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(names(got), names(want), "{what}: the names differ");
+    for (name, w) in want {
+        let g = &got[name];
+        assert_eq!(g.options, w.options, "{what}: options of {name}");
+        let same = match (&g.value, &w.value) {
+            (Value::Float(a), Value::Float(b)) => a.to_bits() == b.to_bits(),
+            (a, b) => a == b,
+        };
+        assert!(
+            same,
+            "{what}: {name} came back as {:?}, was saved as {:?}",
+            g.value, w.value
+        );
+    }
+}
+
+fn limited(env: &Env, max_payload_bytes: usize) -> InstanceStore {
+    env.store_with(
+        StoreSettings {
+            max_payload_bytes,
+            ..env.settings()
+        },
+        Vec::new(),
+    )
+    .0
+}
+
+/// Pseudo-random bytes (xorshift), which no compressor can shrink.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 24) as u8
+    };
+    (0..len).map(|_| next()).collect()
+}
+
+/// What the provider stores for an instance `owner` holds at `version`, write-only values
+/// included. A lock-bound re-read changes nothing.
+async fn stored(env: &Env, owner: OwnerId, instance: InstanceId, version: u64) -> InstanceSnapshot {
+    let target = LoadTarget::Id {
+        instance,
+        accept_uninitialized: false,
+    };
+    let guards = LoadGuards::default();
+    let request = LoadRequest {
+        target,
+        held_version: Some(version),
+        busy: Vec::new(),
+        guards,
+    };
+    env.provider
+        .load(owner, request)
+        .await
+        .expect("the holder re-reads its instance")
+}
+
+/// SPEC §3: instance data of every kind of value comes back exactly, through another host.
+pub async fn every_kind_of_value_round_trips_exactly(env: &Env) {
+    let store = env.store();
+    let owner = env.owner(&store, None).await;
+    let id = InstanceId::new();
+    let save = Save::data(every_kind()).and_unlock();
+    let saved = ok(&store, owner, Some(id), save).await;
+    assert_same_bag("the save's view", &saved.data, &every_kind());
+
+    // Another host reads it from storage, not from the first store's memory.
+    let (other, reader) = other_host(env).await;
+    let view = ok(&other, reader, Some(id), Load::default()).await;
+    assert_same_bag("reloaded data", &view.data, &every_kind());
+}
+
+/// SPEC §3: metadata and key metadata keep every kind of value exactly as well.
+pub async fn values_round_trip_in_metadata_and_key_metadata(env: &Env) {
+    let store = env.store();
+    let owner = env.owner(&store, None).await;
+    let (id, key) = (InstanceId::new(), KeyId::new());
+    let mut save = Save::data(bag([("a", 1i64)])).and_unlock();
+    save.metadata_changes = every_kind().into_iter().map(|(k, v)| set(&k, v)).collect();
+    save.keys_to_associate = vec![NewKey {
+        key,
+        metadata: every_kind(),
+    }];
+    ok(&store, owner, Some(id), save).await;
+
+    let (other, reader) = other_host(env).await;
+    let view = ok(&other, reader, None, LoadByKey::new(key)).await;
+    assert_eq!(view.instance, Some(id));
+    assert_same_bag("metadata", &view.metadata, &every_kind());
+    assert_same_bag("key metadata", &view.keys[&key].metadata, &every_kind());
+}
+
+/// SPEC §3: owner metadata round-trips; other owners see it without its write-only values.
+pub async fn owner_metadata_round_trips_without_its_write_only_values(env: &Env) {
+    let store = env.store();
+    let mut metadata = every_kind();
+    metadata.insert("host:secret".into(), InstanceValue::write_only("token"));
+    let create = CreateOwner {
+        metadata,
+        ..CreateOwner::default()
+    };
+    let holder = env.owner_with(&store, create).await;
+    let id = InstanceId::new();
+    let held = env.handle(&store, holder, Some(id));
+    let save = Save::data(bag([("a", 1i64)]));
+    store
+        .execute(&held, save, T)
+        .await
+        .expect("save, keep the lock");
+
+    let (other, reader) = other_host(env).await;
+    let result = run(&other, reader, Some(id), Load::default()).await;
+    let Err(StoreError::InstanceLocked {
+        owner,
+        owner_metadata,
+        ..
+    }) = result
+    else {
+        panic!("expected InstanceLocked, got {result:?}")
+    };
+    assert_eq!(owner, holder);
+    assert_same_bag("the holder's metadata", &owner_metadata, &every_kind());
+}
+
+/// SPEC §3 `WRITE_ONLY`: stored (the provider keeps it, and it survives later saves) but left
+/// out of every view: data, metadata and key metadata.
+pub async fn write_only_values_are_persisted_but_not_loaded_back(env: &Env) {
+    let store = env.store();
+    let owner = env.owner(&store, None).await;
+    let (id, key) = (InstanceId::new(), KeyId::new());
+    let mut save = Save::data(bag([
+        ("orders:total", InstanceValue::new(5i64)),
+        ("orders:card", InstanceValue::write_only("4111")),
+    ]));
+    let audit = InstanceValue::write_only("by alice");
+    save.metadata_changes = vec![set("meta:site", "eu"), set("meta:audit", audit.clone())];
+    let hidden = InstanceValue::write_only(1i64);
+    let metadata = bag([
+        ("key:name", InstanceValue::new("order-7")),
+        ("key:hidden", hidden.clone()),
+    ]);
+    save.keys_to_associate = vec![NewKey { key, metadata }];
+    let h = env.handle(&store, owner, Some(id));
+    let view = store.execute(&h, save, T).await.expect("save");
+    let (data, meta) = (bag([("orders:total", 5i64)]), bag([("meta:site", "eu")]));
+    let key_meta = bag([("key:name", "order-7")]);
+    assert_eq!(
+        view.data, data,
+        "the save's view leaves write-only data out"
+    );
+    assert_eq!(view.metadata, meta, "... and write-only metadata");
+    assert_eq!(
+        view.keys[&key].metadata, key_meta,
+        "... and write-only key metadata"
+    );
+
+    // Persisted: the provider has them.
+    let snap = stored(env, owner, id, view.lock_version.expect("locked")).await;
+    assert_eq!(snap.data["orders:card"], InstanceValue::write_only("4111"));
+    assert_eq!(snap.metadata["meta:audit"], audit);
+    assert_eq!(snap.keys[&key].metadata["key:hidden"], hidden);
+
+    // A later metadata-only save keeps them (the host never saw them, so cannot resend them).
+    let touch = changes(vec![set("meta:n", 1i64)]).and_unlock();
+    store
+        .execute(&h, touch, T)
+        .await
+        .expect("metadata-only save");
+
+    let (other, reader) = other_host(env).await;
+    let view = ok(&other, reader, Some(id), Load::default()).await;
+    assert_eq!(view.data, data, "reloaded data has no write-only values");
+    let meta = bag([
+        ("meta:n", InstanceValue::new(1i64)),
+        ("meta:site", "eu".into()),
+    ]);
+    assert_eq!(view.metadata, meta);
+    assert_eq!(view.keys[&key].metadata, key_meta);
+    let snap = stored(env, reader, id, view.lock_version.expect("locked")).await;
+    let persisted =
+        snap.data.contains_key("orders:card") && snap.metadata.contains_key("meta:audit");
+    assert!(persisted, "still persisted: {snap:?}");
+}
+
+/// SPEC §3 write-only + size limit: a write-only value is stored, so it counts toward the size.
+pub async fn write_only_values_count_toward_the_size_limit(env: &Env) {
+    let store = limited(env, 2_000);
+    let owner = env.owner(&store, None).await;
+    let log = InstanceValue::write_only(noise(5_000, 1));
+    let save = Save::data(bag([("a", InstanceValue::new(1i64)), ("log", log)]));
+    let result = run(&store, owner, Some(InstanceId::new()), save).await;
+    assert_err!(result, StoreError::PayloadTooLarge { limit: 2_000, .. });
+}
+
+/// SPEC §3 `OPTIONAL`: values that do not fit are dropped, the save succeeds, the rest is kept;
+/// optional values that fit are kept.
+pub async fn optional_values_are_dropped_rather_than_failing_a_save(env: &Env) {
+    let store = limited(env, 2_000);
+    let owner = env.owner(&store, None).await;
+    let id = InstanceId::new();
+    let small = InstanceValue::optional("fits");
+    let mut save = Save::data(bag([
+        ("keep", InstanceValue::new(7i64)),
+        ("small-opt", small.clone()),
+        ("big-opt", InstanceValue::optional(noise(5_000, 2))),
+    ]))
+    .and_unlock();
+    let big = InstanceValue::optional(noise(5_000, 3));
+    save.metadata_changes = vec![set("meta:keep", "m"), set("meta:big", big)];
+    let view = ok(&store, owner, Some(id), save).await;
+    let want = bag([("keep", InstanceValue::new(7i64)), ("small-opt", small)]);
+    assert_eq!(
+        (&view.data, &view.metadata),
+        (&want, &bag([("meta:keep", "m")]))
+    );
+    let view = ok(&store, owner, Some(id), Load::default()).await;
+    assert_eq!(
+        view.data, want,
+        "reloaded: the big optional value dropped, the rest kept"
+    );
+    assert_eq!(view.metadata, bag([("meta:keep", "m")]));
+}
+
+/// SPEC §3: an empty name in instance data, owner metadata, key metadata or metadata changes is
+/// `Invalid`, naming the bag, and changes nothing.
+pub async fn empty_names_are_rejected_naming_the_bag(env: &Env) {
+    let store = env.store();
+    let bad_owner = CreateOwner {
+        metadata: bag([("", 1i64)]),
+        ..CreateOwner::default()
+    };
+    let result = store
+        .execute(&store.create_handle_for(None, None), bad_owner, T)
+        .await;
+    assert_err!(result, StoreError::Invalid { what } if what.contains("owner metadata"));
+
+    let owner = env.owner(&store, None).await;
+    let (id, key) = (InstanceId::new(), KeyId::new());
+    let h = env.handle(&store, owner, Some(id));
+    store
+        .execute(&h, Save::data(bag([("a", 1i64)])), T)
+        .await
+        .expect("save");
+    let save = Save::data(bag([("", 2i64), ("a", 2i64)]));
+    let result = store.execute(&h, save, T).await;
+    assert_err!(result, StoreError::Invalid { what } if what.contains("instance data"));
+    for change in [MetadataChange::Set(1i64.into()), MetadataChange::Deleted] {
+        let mut save = Save::data(bag([("a", 3i64)]));
+        save.metadata_changes = vec![("".into(), change)];
+        let result = store.execute(&h, save, T).await;
+        assert_err!(result, StoreError::Invalid { what } if what.contains("metadata changes"));
+    }
+    let bad_key = || {
+        vec![NewKey {
+            key,
+            metadata: bag([("", 1i64)]),
+        }]
+    };
+    let mut save = Save::data(bag([("a", 4i64)]));
+    save.keys_to_associate = bad_key();
+    let result = store.execute(&h, save, T).await;
+    assert_err!(result, StoreError::Invalid { what } if what.contains("key metadata"));
+    let mut by_key = LoadByKey::or_create(KeyId::new());
+    by_key.keys_to_associate = bad_key();
+    let result = run(&store, owner, None, by_key).await;
+    assert_err!(result, StoreError::Invalid { what } if what.contains("key metadata"));
+
+    // Nothing changed: the handle still holds the instance with its first data, no key.
+    let view = store
+        .execute(&h, Load::default(), T)
+        .await
+        .expect("the lock is still held");
+    assert_eq!(view.data, bag([("a", 1i64)]));
+    assert!(view.metadata.is_empty() && view.keys.is_empty(), "{view:?}");
+    let result = run(&store, owner, None, LoadByKey::new(key)).await;
+    assert_err!(result, StoreError::InstanceKeyNotReady { .. });
+}
+
+/// SPEC §3: `Deleted` removes a name; change bags apply in order; metadata persists across saves
+/// that do not change it.
+pub async fn change_bags_delete_metadata_and_apply_in_order(env: &Env) {
+    let store = env.store();
+    let owner = env.owner(&store, None).await;
+    let id = InstanceId::new();
+    let h = env.handle(&store, owner, Some(id));
+    let deleted = |name: &str| (name.to_owned(), MetadataChange::Deleted);
+    let mut first = Save::data(bag([("d", 0i64)]));
+    first.metadata_changes = vec![set("a", 1i64), set("b", 2i64), set("c", 3i64)];
+    let view = store.execute(&h, first, T).await.expect("save");
+    assert_eq!(view.metadata, bag([("a", 1i64), ("b", 2), ("c", 3)]));
+
+    let second = changes(vec![
+        deleted("a"),
+        set("b", 20i64),
+        set("c", 30i64),
+        deleted("c"),
+        deleted("e"),
+        set("e", 5i64),
+        deleted("never-there"),
+    ]);
+    let view = store
+        .execute(&h, second, T)
+        .await
+        .expect("metadata-only save");
+    let want = bag([("b", 20i64), ("e", 5)]);
+    assert_eq!(
+        view.metadata, want,
+        "a and c deleted, b replaced, e set after its deletion"
+    );
+
+    let save = Save::data(bag([("d", 1i64)])).and_unlock();
+    store
+        .execute(&h, save, T)
+        .await
+        .expect("save without changes");
+    let view = ok(&store, owner, Some(id), Load::default()).await;
+    assert_eq!(
+        view.metadata, want,
+        "a save without metadata changes keeps the metadata"
+    );
+}
+
+/// SPEC §3: large (compressed) and incompressible values round-trip exactly.
+pub async fn large_values_round_trip(env: &Env) {
+    let store = env.store();
+    let owner = env.owner(&store, None).await;
+    let id = InstanceId::new();
+    let data = bag([
+        ("text", InstanceValue::new("order line ".repeat(100_000))),
+        ("noise", InstanceValue::new(noise(300_000, 4))),
+        (
+            "json",
+            InstanceValue::new(serde_json::json!({"lines": vec!["x"; 10_000]})),
+        ),
+    ]);
+    let mut save = Save::data(data.clone()).and_unlock();
+    save.metadata_changes = vec![set("meta:big", "m".repeat(50_000))];
+    ok(&store, owner, Some(id), save).await;
+    let (other, reader) = other_host(env).await;
+    let view = ok(&other, reader, Some(id), Load::default()).await;
+    assert_same_bag("large data", &view.data, &data);
+    assert_eq!(view.metadata, bag([("meta:big", "m".repeat(50_000))]));
+}
+
+/// SPEC §3: the encoding is recorded per row, so a store that never compresses reads rows a
+/// compressing store wrote, and the other way round.
+pub async fn rows_written_under_one_encoding_setting_load_under_another(env: &Env) {
+    let compressing = env.store();
+    let mut settings = env.settings();
+    settings.encoding = EncodingSettings {
+        compress_above_bytes: usize::MAX,
+        zstd_level: 3,
+    };
+    let plain = env.store_with(settings, Vec::new()).0;
+    let data = bag([("text", "compress me ".repeat(20_000))]);
+    let mut written = Vec::new();
+    for store in [&compressing, &plain] {
+        let owner = env.owner(store, None).await;
+        let id = InstanceId::new();
+        ok(
+            store,
+            owner,
+            Some(id),
+            Save::data(data.clone()).and_unlock(),
+        )
+        .await;
+        written.push(id);
+    }
+    for (store, id) in [(&plain, written[0]), (&compressing, written[1])] {
+        let owner = store.default_owner().expect("an owner");
+        let view = ok(store, owner, Some(id), Load::default()).await;
+        assert_eq!(view.data, data, "read under the other setting");
+    }
+}
+
+/// SPEC §3 ▲: a save over the limit fails with `PayloadTooLarge { size, limit }` and changes
+/// nothing: not the data, metadata, keys, projected fields, suspension or lock.
+pub async fn payload_too_large_changes_nothing(env: &Env) {
+    let store = limited(env, 10_000);
+    let owner = env.owner(&store, Some("orders")).await;
+    let (id, k1, k2) = (InstanceId::new(), KeyId::new(), KeyId::new());
+    let h = env.handle(&store, owner, Some(id));
+    let mut first = Save::data(bag([("v", 1i64)]));
+    first.metadata_changes = vec![set("m", "a")];
+    first.keys_to_associate = vec![k1.into()];
+    let before = store.execute(&h, first, T).await.expect("first save");
+
+    let big = InstanceValue::new(noise(20_000, 5));
+    let mut too_big = Save::data(bag([("v", InstanceValue::new(2i64)), ("big", big)]))
+        .with_timer(env.now())
+        .with_status(ExecutionStatus::Executing)
+        .and_unlock();
+    too_big.metadata_changes = vec![set("m", "b")];
+    too_big.keys_to_associate = vec![k2.into()];
+    too_big.keys_to_complete = vec![k1];
+    too_big.bookmarks = vec!["approve".into()];
+    too_big.suspend = SuspendChange::Suspend {
+        reason: "r".into(),
+        exception: None,
+    };
+    let result = store.execute(&h, too_big, T).await;
+    let Err(StoreError::PayloadTooLarge { size, limit }) = result else {
+        panic!("expected PayloadTooLarge, got {result:?}")
+    };
+    assert_eq!(limit, 10_000);
+    assert!(size > 20_000, "size {size} counts the 20 000 bytes");
+
+    // A metadata-only save over the limit fails the same way.
+    let blob = changes(vec![set("blob", noise(20_000, 6))]);
+    let result = store.execute(&h, blob, T).await;
+    assert_err!(result, StoreError::PayloadTooLarge { limit: 10_000, .. });
+
+    assert_eq!(
+        h.lock_version(),
+        before.lock_version,
+        "the handle keeps its lock"
+    );
+    let view = store
+        .execute(&h, Load::default(), T)
+        .await
+        .expect("the holder re-reads");
+    assert_eq!(
+        (&view.data, &view.metadata),
+        (&before.data, &bag([("m", "a")]))
+    );
+    assert_eq!(
+        view.keys, before.keys,
+        "k1 still associated, k2 never associated"
+    );
+    assert_eq!(
+        (view.timer, view.status, view.bookmarks.len()),
+        (None, before.status, 0)
+    );
+    assert_eq!(view.suspension, None);
+
+    let other = env.store();
+    let reader = env.owner(&other, Some("orders")).await;
+    let result = run(&other, reader, None, LoadByKey::new(k2)).await;
+    assert_err!(result, StoreError::InstanceKeyNotReady { key } if key == k2);
+    let result = run(&other, reader, Some(id), Load::default()).await;
+    assert_err!(result, StoreError::InstanceLocked { owner: o, .. } if o == owner);
+    let view = ok(&other, reader, None, Command::TryLoadRunnable).await;
+    assert_eq!(
+        view.instance, None,
+        "the failed unlock made nothing runnable"
+    );
+}
+
+/// SPEC §3 ▲: a too-large save on a handle without a lock neither creates nor locks the instance.
+pub async fn an_acquiring_save_that_is_too_large_creates_nothing(env: &Env) {
+    let store = limited(env, 1_000);
+    let owner = env.owner(&store, None).await;
+    let id = InstanceId::new();
+    let save = Save::data(bag([("big", noise(5_000, 7))]));
+    let result = run(&store, owner, Some(id), save).await;
+    assert_err!(result, StoreError::PayloadTooLarge { limit: 1_000, .. });
+    let (other, reader) = other_host(env).await;
+    let result = run(&other, reader, Some(id), Load::default()).await;
+    assert_err!(result, StoreError::InstanceNotReady { instance } if instance == id);
+}
+
+/// SPEC §3 ▲: the limit applies to data and metadata together.
+pub async fn the_size_limit_counts_data_and_metadata_together(env: &Env) {
+    let store = limited(env, 10_000);
+    let owner = env.owner(&store, None).await;
+    let h = env.handle(&store, owner, Some(InstanceId::new()));
+    let data = Save::data(bag([("half", noise(6_000, 8))]));
+    store.execute(&h, data, T).await.expect("data alone fits");
+    let mut meta = changes(vec![set("half", noise(6_000, 9))]);
+    let result = store.execute(&h, meta.clone(), T).await;
+    assert_err!(result, StoreError::PayloadTooLarge { size, limit: 10_000 } if size > 12_000);
+    // With smaller data the same metadata fits.
+    meta.data = Some(bag([("small", 1i64)]));
+    store
+        .execute(&h, meta, T)
+        .await
+        .expect("fits with smaller data");
+}
+
+/// SPEC §3 ▲: the default limit is 16 MiB.
+pub async fn saves_over_16_mib_fail_by_default(env: &Env) {
+    let store = env.store();
+    let owner = env.owner(&store, None).await;
+    let h = env.handle(&store, owner, Some(InstanceId::new()));
+    let huge = Save::data(bag([("big", noise(16 * 1024 * 1024 + 1, 10))]));
+    let result = store.execute(&h, huge, T).await;
+    assert_err!(result, StoreError::PayloadTooLarge { limit, .. } if limit == 16 * 1024 * 1024);
+    let mib = Save::data(bag([("big", noise(1024 * 1024, 11))]));
+    store.execute(&h, mib, T).await.expect("1 MiB fits");
+}
 
 /// Lists this module's cases for [`crate::provider_tests!`].
 #[doc(hidden)]
 #[macro_export]
 macro_rules! values_cases {
-    ($make:path) => {};
+    ($make:path) => {
+        $crate::__case!($make, values::every_kind_of_value_round_trips_exactly);
+        $crate::__case!(
+            $make,
+            values::values_round_trip_in_metadata_and_key_metadata
+        );
+        $crate::__case!(
+            $make,
+            values::owner_metadata_round_trips_without_its_write_only_values
+        );
+        $crate::__case!(
+            $make,
+            values::write_only_values_are_persisted_but_not_loaded_back
+        );
+        $crate::__case!($make, values::write_only_values_count_toward_the_size_limit);
+        $crate::__case!(
+            $make,
+            values::optional_values_are_dropped_rather_than_failing_a_save
+        );
+        $crate::__case!($make, values::empty_names_are_rejected_naming_the_bag);
+        $crate::__case!(
+            $make,
+            values::change_bags_delete_metadata_and_apply_in_order
+        );
+        $crate::__case!($make, values::large_values_round_trip);
+        $crate::__case!(
+            $make,
+            values::rows_written_under_one_encoding_setting_load_under_another
+        );
+        $crate::__case!($make, values::payload_too_large_changes_nothing);
+        $crate::__case!(
+            $make,
+            values::an_acquiring_save_that_is_too_large_creates_nothing
+        );
+        $crate::__case!(
+            $make,
+            values::the_size_limit_counts_data_and_metadata_together
+        );
+        $crate::__case!($make, values::saves_over_16_mib_fail_by_default);
+    };
 }

@@ -97,7 +97,13 @@ impl Inner {
             entry.lost = true;
             entry.claims.clear();
             entry.signal.send_modify(|s| s.lost = true);
-            (entry.host_type.clone(), entry.metadata.clone(), entry.lease)
+            let replacement = (entry.host_type.clone(), entry.metadata.clone(), entry.lease);
+            // Without recovery nothing will replace it: new handles must not bind to a dead
+            // owner. (With recovery the replacement becomes the default when it is registered.)
+            if !self.settings.auto_recover_owner && state.default_owner == Some(owner) {
+                state.default_owner = None;
+            }
+            replacement
         };
         tracing::warn!(%owner, "owner lost: its lease ended before it could be renewed");
         let _ = self.events.send(StoreEvent::OwnerLost { owner });
