@@ -1,19 +1,29 @@
 //! What every case gets: a fresh provider judged by a manual clock, stores ("hosts") over it
-//! with per-store fault injection, and small helpers.
+//! with per-store fault injection ([`Faults`]), and the small helpers the cases share:
+//!
+//! - assertions: [`assert_err!`](crate::assert_err);
+//! - commands: on a fresh handle ([`run`], [`ok`], [`load_as`], [`try_load`],
+//!   [`try_load_runnable`]), on a given one ([`ok_on`]), in a task ([`spawn`], [`finish`]);
+//! - fixtures: [`create`], [`data`], [`set`], [`activatable`], [`executing`], [`lock_new`],
+//!   [`other_host`];
+//! - waiting: [`settle`], [`eventually`], [`eventually_async`].
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use instore::{
-    Activatable, CreateOwner, Extension, InstanceHandle, InstanceId, InstanceSnapshot,
-    InstanceStore, LeaseState, LoadGuards, LoadRequest, ManualClock, MemoryProvider, NewOwner,
-    OwnerId, OwnerInfo, PersistenceProvider, SaveRequest, SharedClock, StoreError, StoreSettings,
+    bag, Activatable, Command, CreateOwner, ExecutionStatus, Extension, InstanceHandle, InstanceId,
+    InstanceSnapshot, InstanceStore, InstanceValue, InstanceView, LeaseState, Load, LoadGuards,
+    LoadRequest, ManualClock, MemoryProvider, MetadataChange, NewOwner, OwnerId, OwnerInfo,
+    PersistenceProvider, PropertyBag, Save, SaveRequest, SharedClock, StoreError, StoreSettings,
     Timestamp, WakeUps,
 };
-use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use crate::assert_err;
+pub use crate::faults::{Faults, FaultyProvider};
 
 /// The command timeout cases use unless they test timeouts (on the manual clock, so it only
 /// passes if a case moves time).
@@ -170,11 +180,19 @@ impl Env {
         settings: StoreSettings,
         extensions: Vec<Arc<dyn Extension>>,
     ) -> (InstanceStore, Arc<Faults>) {
-        let faults = Arc::new(Faults::default());
-        let provider = Arc::new(FaultyProvider {
-            inner: self.provider.clone(),
-            faults: faults.clone(),
-        });
+        self.store_with_faults(settings, extensions, Faults::default())
+    }
+
+    /// As [`Env::store_with`], starting from `faults` (for switches that must be set before the
+    /// store is built, as [`Faults::without_pushes`]).
+    pub fn store_with_faults(
+        &self,
+        settings: StoreSettings,
+        extensions: Vec<Arc<dyn Extension>>,
+        faults: Faults,
+    ) -> (InstanceStore, Arc<Faults>) {
+        let faults = Arc::new(faults);
+        let provider = Arc::new(FaultyProvider::new(self.provider.clone(), faults.clone()));
         let mut builder = InstanceStore::builder(provider).settings(settings);
         for e in extensions {
             builder = builder.extension(e);
@@ -223,126 +241,181 @@ impl Env {
     }
 }
 
-/// Fault switches of one store's provider wrapper.
-#[derive(Debug, Default)]
-pub struct Faults {
-    /// Make every lease renewal fail with a transient storage error.
-    pub fail_renewals: AtomicBool,
-    hold: Mutex<Option<watch::Sender<bool>>>,
-    calls: Mutex<HashMap<&'static str, usize>>,
-}
-
-/// Locks a test-harness mutex; a poisoned one (a case panicked) is still usable plain data.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Faults {
-    /// From now on, `load`, `save` and `unlock` calls wait (before reaching the provider) until
-    /// [`Faults::release`].
-    pub fn hold(&self) {
-        *lock(&self.hold) = Some(watch::Sender::new(true));
-    }
-
-    /// Lets held calls through.
-    pub fn release(&self) {
-        if let Some(tx) = lock(&self.hold).take() {
-            tx.send_replace(false);
+/// Asserts that `result` is an `Err` whose error matches the pattern (guards allowed), showing
+/// what it got otherwise:
+///
+/// ```ignore
+/// assert_err!(result, StoreError::InstanceLocked { owner: o, .. } if o == holder);
+/// ```
+#[macro_export]
+macro_rules! assert_err {
+    ($result:expr, $($pattern:tt)+) => {
+        match $result {
+            ::std::result::Result::Ok(v) => {
+                ::std::panic!("expected {}, got {v:?}", ::std::stringify!($($pattern)+))
+            }
+            ::std::result::Result::Err(e) => {
+                let shown = ::std::format!("{e:?}");
+                ::std::assert!(
+                    ::std::matches!(e, $($pattern)+),
+                    "expected {}, got {shown}",
+                    ::std::stringify!($($pattern)+)
+                );
+            }
         }
-    }
+    };
+}
 
-    /// How many times the provider method `name` was called through this store.
-    pub fn calls(&self, name: &str) -> usize {
-        lock(&self.calls).get(name).copied().unwrap_or(0)
-    }
+// Commands.
 
-    fn count(&self, name: &'static str) {
-        *lock(&self.calls).entry(name).or_default() += 1;
-    }
+/// Runs `command` on a fresh handle of `owner` bound to `instance` (the handle is then dropped).
+pub async fn run(
+    store: &InstanceStore,
+    owner: OwnerId,
+    instance: Option<InstanceId>,
+    command: impl Into<Command>,
+) -> Result<InstanceView, StoreError> {
+    store
+        .execute(&store.create_handle_for(Some(owner), instance), command, T)
+        .await
+}
 
-    async fn gate(&self) {
-        let rx = lock(&self.hold).as_ref().map(|tx| tx.subscribe());
-        if let Some(mut rx) = rx {
-            let _ = rx.wait_for(|held| !held).await;
-        }
+/// As [`run`], expecting success.
+pub async fn ok(
+    store: &InstanceStore,
+    owner: OwnerId,
+    instance: Option<InstanceId>,
+    command: impl Into<Command>,
+) -> InstanceView {
+    ok_on(
+        store,
+        &store.create_handle_for(Some(owner), instance),
+        command,
+    )
+    .await
+}
+
+/// Runs a command that must succeed on `handle`.
+pub async fn ok_on(
+    store: &InstanceStore,
+    handle: &InstanceHandle,
+    command: impl Into<Command>,
+) -> InstanceView {
+    let command = command.into();
+    let name = command.name().to_owned();
+    match store.execute(handle, command, T).await {
+        Ok(view) => view,
+        Err(e) => panic!("{name} failed: {e:?}"),
     }
 }
 
-/// Wraps the provider under test with [`Faults`].
-#[derive(Debug)]
-pub struct FaultyProvider {
-    inner: Arc<dyn TestProvider>,
-    faults: Arc<Faults>,
+/// Loads `id` as `owner` on a fresh handle, creating it if missing (see [`create`]).
+pub async fn load_as(
+    store: &InstanceStore,
+    owner: OwnerId,
+    id: InstanceId,
+) -> Result<InstanceView, StoreError> {
+    run(store, owner, Some(id), create()).await
 }
 
-#[async_trait::async_trait]
-impl PersistenceProvider for FaultyProvider {
-    fn clock(&self) -> SharedClock {
-        self.inner.clock()
+/// TryLoadRunnable on a fresh handle of `owner`: the handle (keep it: dropping it unlocks what
+/// was found, which may make it runnable again) and the view.
+pub async fn try_load(store: &InstanceStore, owner: OwnerId) -> (InstanceHandle, InstanceView) {
+    let h = store.create_handle_for(Some(owner), None);
+    let view = store.execute(&h, Command::TryLoadRunnable, T).await;
+    (h, view.expect("TryLoadRunnable"))
+}
+
+/// As [`try_load`], with only the instance found (if any).
+pub async fn try_load_runnable(
+    store: &InstanceStore,
+    owner: OwnerId,
+) -> (InstanceHandle, Option<InstanceId>) {
+    let (h, view) = try_load(store, owner).await;
+    (h, view.instance)
+}
+
+/// A command running in a task (see [`spawn`]).
+pub type Running = JoinHandle<Result<InstanceView, StoreError>>;
+
+/// Runs `command` on `handle` (owned, or shared through an `Arc`) in a task, with `timeout`.
+pub fn spawn(
+    store: &InstanceStore,
+    handle: impl Borrow<InstanceHandle> + Send + Sync + 'static,
+    command: impl Into<Command>,
+    timeout: Duration,
+) -> Running {
+    let (store, command) = (store.clone(), command.into());
+    tokio::spawn(async move { store.execute(handle.borrow(), command, timeout).await })
+}
+
+/// Bounds a task that must end, as a spawned command or wait (a safety net, not a timing
+/// assertion).
+pub async fn finish<R>(task: JoinHandle<R>) -> R {
+    let done = tokio::time::timeout(Duration::from_secs(10), task).await;
+    done.expect("the task returns").expect("no panic")
+}
+
+// Fixtures.
+
+/// A load that creates the instance (uninitialized) if it is missing.
+pub fn create() -> Load {
+    Load {
+        accept_uninitialized: true,
+        ..Load::default()
     }
-    fn wake_ups(&self) -> WakeUps {
-        self.inner.wake_ups()
-    }
-    async fn create_owner(&self, owner: NewOwner) -> Result<OwnerInfo, StoreError> {
-        self.faults.count("create_owner");
-        self.inner.create_owner(owner).await
-    }
-    async fn renew_lease(&self, owner: OwnerId, lease: Duration) -> Result<LeaseState, StoreError> {
-        self.faults.count("renew_lease");
-        if self.faults.fail_renewals.load(Ordering::SeqCst) {
-            return Err(StoreError::Storage(instore::StorageError::unavailable(
-                "injected renewal failure",
-            )));
-        }
-        self.inner.renew_lease(owner, lease).await
-    }
-    async fn delete_owner(&self, owner: OwnerId) -> Result<(), StoreError> {
-        self.faults.count("delete_owner");
-        self.inner.delete_owner(owner).await
-    }
-    async fn load(
-        &self,
-        owner: OwnerId,
-        request: LoadRequest,
-    ) -> Result<InstanceSnapshot, StoreError> {
-        self.faults.count("load");
-        self.faults.gate().await;
-        self.inner.load(owner, request).await
-    }
-    async fn save(
-        &self,
-        owner: OwnerId,
-        request: SaveRequest,
-    ) -> Result<InstanceSnapshot, StoreError> {
-        self.faults.count("save");
-        self.faults.gate().await;
-        self.inner.save(owner, request).await
-    }
-    async fn unlock(&self, owner: OwnerId, instance: InstanceId) -> Result<(), StoreError> {
-        self.faults.count("unlock");
-        self.faults.gate().await;
-        self.inner.unlock(owner, instance).await
-    }
-    async fn try_load_runnable(
-        &self,
-        owner: OwnerId,
-        host_type: &str,
-        guards: LoadGuards,
-    ) -> Result<Option<InstanceSnapshot>, StoreError> {
-        self.faults.count("try_load_runnable");
-        self.inner.try_load_runnable(owner, host_type, guards).await
-    }
-    async fn next_runnable(&self, host_type: &str) -> Result<Option<Timestamp>, StoreError> {
-        self.faults.count("next_runnable");
-        self.inner.next_runnable(host_type).await
-    }
-    async fn activatable(&self) -> Result<Vec<Activatable>, StoreError> {
-        self.faults.count("activatable");
-        self.inner.activatable().await
-    }
-    async fn owners(&self) -> Result<Vec<OwnerInfo>, StoreError> {
-        self.inner.owners().await
-    }
+}
+
+/// Instance data `{a: a}`.
+pub fn data(a: i64) -> PropertyBag {
+    bag([("a", a)])
+}
+
+/// Sets one metadata value.
+pub fn set(name: &str, value: impl Into<InstanceValue>) -> (String, MetadataChange) {
+    (name.to_owned(), MetadataChange::Set(value.into()))
+}
+
+/// QueryActivatable's answer when only `host_type` needs a host, for `runnable_count` runnable
+/// instances.
+pub fn activatable(host_type: &str, runnable_count: u64) -> Vec<Activatable> {
+    vec![Activatable {
+        host_type: host_type.into(),
+        runnable_count,
+    }]
+}
+
+/// A save with data `{step: 1}` that leaves the instance `Executing` and unlocks it, making it
+/// runnable.
+pub fn executing() -> Save {
+    let save = Save::data(bag([("step", 1i64)]));
+    save.with_status(ExecutionStatus::Executing).and_unlock()
+}
+
+/// Locks a new instance for `owner` with data `{a: 1}` (a creating load, then a save) and
+/// returns the lock-bound handle.
+pub async fn lock_new(store: &InstanceStore, owner: OwnerId) -> (InstanceHandle, InstanceId) {
+    let id = InstanceId::new();
+    let handle = store.create_handle_for(Some(owner), Some(id));
+    ok_on(store, &handle, create()).await;
+    ok_on(store, &handle, Save::data(data(1))).await;
+    (handle, id)
+}
+
+/// A second host with its own owner (of `host_type`), reading from the same storage: to look at
+/// an instance from outside.
+pub async fn other_host(env: &Env, host_type: Option<&str>) -> (InstanceStore, OwnerId) {
+    let store = env.store();
+    let owner = env.owner(&store, host_type).await;
+    (store, owner)
+}
+
+// Waiting.
+
+/// Lets background tasks run (real time, not the store's clock) before checking that
+/// something did *not* happen, or before moving the clock past a wait a task is about to start.
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(30)).await;
 }
 
 /// Waits (in real time, bounded) until `cond` holds, yielding to background tasks in between.

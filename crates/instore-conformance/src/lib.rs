@@ -21,6 +21,7 @@
 //! Time moves through the manual clock only. `docs/design.md` maps every rule to its cases.
 
 pub mod cases;
+mod faults;
 pub mod harness;
 
 pub use harness::{Env, Faults, TestProvider, WithHooks, T};

@@ -18,31 +18,25 @@
 //!
 //! Which instances are runnable, and the order `TryLoadRunnable` picks them in, is in `runnable`.
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
 
 use instore::{
-    bag, Activatable, Command, CreateOwner, ExecutionStatus, InstanceEvent, InstanceHandle,
-    InstanceId, InstanceSnapshot, InstanceStore, InstanceView, LeaseState, Load, LoadGuards,
-    LoadRequest, NewOwner, OwnerId, OwnerInfo, PersistenceProvider, Save, SaveRequest, SharedClock,
-    StoreError, StoreSettings, Timestamp, WakeUps,
+    bag, CreateOwner, InstanceEvent, InstanceHandle, InstanceId, InstanceStore, OwnerId, Save,
+    StoreError, StoreSettings,
 };
 use tokio::task::JoinHandle;
 
-use crate::harness::{eventually, Env, TestProvider, T};
+use crate::harness::{
+    assert_err, create, eventually, executing, finish, ok_on, settle, try_load_runnable, Env,
+    Faults, T,
+};
 
 const HOUR: Duration = Duration::from_secs(3600);
 const RUNNABLE: [InstanceEvent; 1] = [InstanceEvent::HasRunnableWorkflow];
 
 type Wait = JoinHandle<Result<Vec<InstanceEvent>, StoreError>>;
-
-fn create() -> Load {
-    Load {
-        accept_uninitialized: true,
-        ..Load::default()
-    }
-}
 
 /// Settings under which only pushes and timed wake-ups deliver events: the poll is an hour away.
 fn push_only(env: &Env) -> StoreSettings {
@@ -52,39 +46,10 @@ fn push_only(env: &Env) -> StoreSettings {
     }
 }
 
-/// Asserts that `result` is `Err(pattern)`, showing it otherwise.
-macro_rules! assert_err {
-    ($result:expr, $pattern:pat $(if $guard:expr)?) => {{
-        let result = $result;
-        let shown = format!("{result:?}");
-        assert!(matches!(result, Err($pattern) $(if $guard)?), "{shown}");
-    }};
-}
-
-/// Runs a command that must succeed.
-async fn run(
-    store: &InstanceStore,
-    handle: &InstanceHandle,
-    command: impl Into<Command>,
-) -> InstanceView {
-    let command = command.into();
-    let name = command.name().to_owned();
-    match store.execute(handle, command, T).await {
-        Ok(view) => view,
-        Err(e) => panic!("{name} failed: {e:?}"),
-    }
-}
-
-/// Lets background tasks run (real time, not the store's clock) before checking that
-/// something did *not* happen.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(30)).await;
-}
-
 /// Registers an owner and returns the handle `CreateOwner` ran on (bound to the event).
 async fn waiter(store: &InstanceStore, command: CreateOwner) -> (Arc<InstanceHandle>, OwnerId) {
     let handle = store.create_handle_for(None, None);
-    let owner = run(store, &handle, command).await.owner;
+    let owner = ok_on(store, &handle, command).await.owner;
     (Arc::new(handle), owner.expect("bound to the owner"))
 }
 
@@ -93,34 +58,14 @@ fn spawn_wait(store: &InstanceStore, handle: &Arc<InstanceHandle>, timeout: Dura
     tokio::spawn(async move { store.wait_for_events(&handle, timeout).await })
 }
 
-/// Bounds a wait that must end (a safety net, not a timing assertion).
-async fn finish<R>(task: JoinHandle<R>) -> R {
-    let done = tokio::time::timeout(Duration::from_secs(10), task).await;
-    done.expect("the wait returns").expect("no panic")
-}
-
 /// Creates an instance locked by `owner` (so it gets the owner's host type) and saves it with
 /// `save`, which should unlock it.
 async fn save_new(store: &InstanceStore, owner: OwnerId, save: Save) -> InstanceId {
     let id = InstanceId::new();
     let handle = store.create_handle_for(Some(owner), Some(id));
-    run(store, &handle, create()).await;
-    run(store, &handle, save).await;
+    ok_on(store, &handle, create()).await;
+    ok_on(store, &handle, save).await;
     id
-}
-
-fn executing_and_unlocked() -> Save {
-    let save = Save::data(bag([("step", 1i64)]));
-    save.with_status(ExecutionStatus::Executing).and_unlock()
-}
-
-async fn try_load_runnable(
-    store: &InstanceStore,
-    owner: OwnerId,
-) -> (InstanceHandle, Option<InstanceId>) {
-    let handle = store.create_handle_for(Some(owner), None);
-    let view = run(store, &handle, Command::TryLoadRunnable).await;
-    (handle, view.instance)
 }
 
 /// Waiting for events needs a handle whose owner has a host type.
@@ -169,7 +114,7 @@ pub async fn a_later_timer_wakes_after_an_earlier_one_was_drained(env: &Env) {
     );
     let (loaded, id) = try_load_runnable(&store, owner).await;
     assert_eq!(id, Some(first));
-    run(&store, &loaded, data().and_complete()).await;
+    ok_on(&store, &loaded, data().and_complete()).await;
     assert_eq!(try_load_runnable(&store, owner).await.1, None, "drained");
 
     let wait = spawn_wait(&store, &handle, HOUR);
@@ -192,7 +137,7 @@ pub async fn unlocking_an_executing_instance_wakes_a_waiting_owner_without_polli
     settle().await;
     assert!(!wait.is_finished(), "nothing is runnable yet");
 
-    let id = save_new(&store, owner, executing_and_unlocked()).await;
+    let id = save_new(&store, owner, executing()).await;
     assert_eq!(finish(wait).await.expect("the wait succeeds"), RUNNABLE);
     assert_eq!(try_load_runnable(&store, owner).await.1, Some(id));
 }
@@ -210,7 +155,7 @@ pub async fn an_instance_released_through_another_store_wakes_a_waiting_owner_wi
     settle().await;
     assert!(!wait.is_finished(), "nothing is runnable yet");
 
-    let id = save_new(&other_store, other, executing_and_unlocked()).await;
+    let id = save_new(&other_store, other, executing()).await;
     assert_eq!(finish(wait).await.expect("the wait succeeds"), RUNNABLE);
     assert_eq!(try_load_runnable(&store, owner).await.1, Some(id));
 }
@@ -226,8 +171,8 @@ pub async fn a_dead_holders_lease_ending_makes_its_instances_runnable(env: &Env)
     let dead = env.owner(&dead_store, Some("orders")).await;
     let id = InstanceId::new();
     let held = dead_store.create_handle_for(Some(dead), Some(id));
-    run(&dead_store, &held, create()).await;
-    run(&dead_store, &held, Save::data(bag([("step", 1i64)]))).await; // keeps the lock
+    ok_on(&dead_store, &held, create()).await;
+    ok_on(&dead_store, &held, Save::data(bag([("step", 1i64)]))).await; // keeps the lock
 
     let settings = StoreSettings {
         lease: HOUR,
@@ -249,87 +194,21 @@ pub async fn a_dead_holders_lease_ending_makes_its_instances_runnable(env: &Env)
     assert_eq!(taken.lock_version(), Some(2), "taken over");
 }
 
-/// A provider view that never pushes: what a store sees of changes made by another process that
-/// could not notify it. Counts runnable detections.
-#[derive(Debug)]
-struct WithoutPush {
-    inner: Arc<dyn TestProvider>,
-    detections: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl PersistenceProvider for WithoutPush {
-    fn clock(&self) -> SharedClock {
-        self.inner.clock()
-    }
-    fn wake_ups(&self) -> WakeUps {
-        tokio::sync::watch::channel(0).1 // its sender is gone: it never fires
-    }
-    async fn create_owner(&self, owner: NewOwner) -> Result<OwnerInfo, StoreError> {
-        self.inner.create_owner(owner).await
-    }
-    async fn renew_lease(&self, owner: OwnerId, lease: Duration) -> Result<LeaseState, StoreError> {
-        self.inner.renew_lease(owner, lease).await
-    }
-    async fn delete_owner(&self, owner: OwnerId) -> Result<(), StoreError> {
-        self.inner.delete_owner(owner).await
-    }
-    async fn load(
-        &self,
-        owner: OwnerId,
-        request: LoadRequest,
-    ) -> Result<InstanceSnapshot, StoreError> {
-        self.inner.load(owner, request).await
-    }
-    async fn save(
-        &self,
-        owner: OwnerId,
-        request: SaveRequest,
-    ) -> Result<InstanceSnapshot, StoreError> {
-        self.inner.save(owner, request).await
-    }
-    async fn unlock(&self, owner: OwnerId, instance: InstanceId) -> Result<(), StoreError> {
-        self.inner.unlock(owner, instance).await
-    }
-    async fn try_load_runnable(
-        &self,
-        owner: OwnerId,
-        host_type: &str,
-        guards: LoadGuards,
-    ) -> Result<Option<InstanceSnapshot>, StoreError> {
-        self.inner.try_load_runnable(owner, host_type, guards).await
-    }
-    async fn next_runnable(&self, host_type: &str) -> Result<Option<Timestamp>, StoreError> {
-        self.detections.fetch_add(1, SeqCst);
-        self.inner.next_runnable(host_type).await
-    }
-    async fn activatable(&self) -> Result<Vec<Activatable>, StoreError> {
-        self.inner.activatable().await
-    }
-    async fn owners(&self) -> Result<Vec<OwnerInfo>, StoreError> {
-        self.inner.owners().await
-    }
-}
-
 /// A change no push reports is found by the fallback poll, 5 s by default.
 pub async fn the_fallback_poll_finds_instances_made_runnable_without_a_push(env: &Env) {
-    let deaf = Arc::new(WithoutPush {
-        inner: env.provider.clone(),
-        detections: AtomicUsize::new(0),
-    });
-    let store = InstanceStore::builder(deaf.clone()).build();
-    let store = store.expect("default settings are valid");
+    let deaf = Faults::without_pushes();
+    let (store, faults) = env.store_with_faults(env.settings(), Vec::new(), deaf);
     assert_eq!(store.settings().detection_poll, Duration::from_secs(5));
     let (handle, owner) = waiter(&store, CreateOwner::host_type("orders")).await;
     // The new owner's host type is looked at once; the next look is the poll at 5 s.
-    let looked = || deaf.detections.load(SeqCst) > 0;
+    let looked = || faults.calls("next_runnable") > 0;
     eventually("the first detection for the new owner", looked).await;
     settle().await;
     let wait = spawn_wait(&store, &handle, HOUR);
 
     let other_store = env.store();
     let other = env.owner(&other_store, Some("orders")).await;
-    let id = save_new(&other_store, other, executing_and_unlocked()).await;
+    let id = save_new(&other_store, other, executing()).await;
     env.clock.advance(Duration::from_millis(4900));
     settle().await;
     assert!(
@@ -355,7 +234,7 @@ pub async fn every_live_owner_of_the_host_type_is_signalled(env: &Env) {
     ];
     let unrelated_wait = spawn_wait(&store, &unrelated, HOUR);
 
-    save_new(&store, owner, executing_and_unlocked()).await;
+    save_new(&store, owner, executing()).await;
     for wait in waits {
         assert_eq!(finish(wait).await.expect("the wait succeeds"), RUNNABLE);
     }
@@ -376,7 +255,7 @@ pub async fn every_live_owner_of_the_host_type_is_signalled(env: &Env) {
 pub async fn the_event_stays_until_try_load_runnable_finds_nothing(env: &Env) {
     let store = env.store_with(push_only(env), Vec::new()).0;
     let (handle, owner) = waiter(&store, CreateOwner::host_type("orders")).await;
-    let id = save_new(&store, owner, executing_and_unlocked()).await;
+    let id = save_new(&store, owner, executing()).await;
     assert_eq!(
         finish(spawn_wait(&store, &handle, HOUR))
             .await
@@ -441,7 +320,7 @@ pub async fn a_second_wait_on_one_handle_is_command_overlap(env: &Env) {
     let second = finish(spawn_wait(&store, &handle, HOUR)).await;
     assert_err!(second, StoreError::CommandOverlap);
     assert!(!first.is_finished(), "the first wait goes on");
-    save_new(&store, owner, executing_and_unlocked()).await;
+    save_new(&store, owner, executing()).await;
     assert_eq!(
         finish(first).await.expect("the first wait succeeds"),
         RUNNABLE

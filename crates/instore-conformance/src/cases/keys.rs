@@ -15,37 +15,11 @@
 //! | a failing key change changes nothing (commands are atomic) | `a_failing_key_change_changes_nothing` |
 
 use instore::{
-    bag, Command, CompletionAction, InstanceHandle, InstanceId, InstanceState, InstanceStore,
-    InstanceView, KeyId, KeyState, Load, LoadByKey, NewKey, OwnerId, Save, StoreError,
-    StoreSettings, Uuid,
+    bag, CompletionAction, InstanceHandle, InstanceId, InstanceState, InstanceStore, KeyId,
+    KeyState, Load, LoadByKey, NewKey, OwnerId, Save, StoreError, StoreSettings, Uuid,
 };
 
 use crate::harness::*;
-
-/// Asserts that `result` is an error matching the pattern (guards allowed).
-macro_rules! assert_err {
-    ($result:expr, $($pattern:tt)+) => {
-        match $result {
-            Ok(v) => panic!("expected {}, got {v:?}", stringify!($($pattern)+)),
-            Err(e) => {
-                let shown = format!("{e:?}");
-                assert!(matches!(e, $($pattern)+), "expected {}, got {shown}", stringify!($($pattern)+));
-            }
-        }
-    };
-}
-
-/// Runs `command` on a fresh handle of `owner` bound to `instance` (the handle is then dropped).
-async fn run(
-    store: &InstanceStore,
-    owner: OwnerId,
-    instance: Option<InstanceId>,
-    command: impl Into<Command>,
-) -> Result<InstanceView, StoreError> {
-    store
-        .execute(&store.create_handle_for(Some(owner), instance), command, T)
-        .await
-}
 
 /// A new, initialized instance holding `keys`, locked by the returned handle.
 async fn keyed(
@@ -284,9 +258,7 @@ pub async fn key_metadata_is_written_once(env: &Env) {
 
     let other = env.store();
     let reader = env.owner(&other, None).await;
-    let view = run(&other, reader, Some(id), Load::default())
-        .await
-        .expect("load");
+    let view = ok(&other, reader, Some(id), Load::default()).await;
     assert_eq!(view.keys[&key].state, KeyState::Completed);
     assert_eq!(view.keys[&key].metadata, bag([("name", "order-42")]));
 }

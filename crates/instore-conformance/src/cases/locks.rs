@@ -20,59 +20,19 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
 
 use instore::{
-    bag, Command, CreateOwner, InstanceHandle, InstanceId, InstanceStore, InstanceValue,
-    InstanceView, KeyId, Load, LoadByKey, LockRetry, OwnerId, PropertyBag, Save, StoreError,
-    StoreSettings,
+    bag, CreateOwner, InstanceHandle, InstanceId, InstanceStore, InstanceValue, InstanceView,
+    KeyId, Load, LoadByKey, LockRetry, OwnerId, Save, StoreError, StoreSettings,
 };
-use tokio::task::JoinHandle;
 
-use crate::harness::{eventually, Env, T};
-
-/// Asserts that `result` is `Err(pattern)`, showing it otherwise.
-macro_rules! assert_err {
-    ($result:expr, $pattern:pat $(if $guard:expr)?) => {{
-        let result = $result;
-        let shown = format!("{result:?}");
-        assert!(matches!(result, Err($pattern) $(if $guard)?), "{shown}");
-    }};
-}
-
-fn create() -> Load {
-    Load {
-        accept_uninitialized: true,
-        ..Load::default()
-    }
-}
+use crate::harness::{
+    assert_err, create, data, eventually, finish, load_as, lock_new, ok_on, settle, spawn, Env, T,
+};
 
 fn unlock() -> Save {
     Save {
         unlock: true,
         ..Save::default()
     }
-}
-
-fn data(a: i64) -> PropertyBag {
-    bag([("a", a)])
-}
-
-/// Runs a command that must succeed.
-async fn run(
-    store: &InstanceStore,
-    handle: &InstanceHandle,
-    command: impl Into<Command>,
-) -> InstanceView {
-    let command = command.into();
-    let name = command.name().to_owned();
-    match store.execute(handle, command, T).await {
-        Ok(view) => view,
-        Err(e) => panic!("{name} failed: {e:?}"),
-    }
-}
-
-/// Lets background tasks run (real time, not the store's clock) before checking that
-/// something did *not* happen, or before moving the clock past a wait a task is about to start.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(30)).await;
 }
 
 /// A lease no case outlives, so only the lock rules under test are in play; with `retry`.
@@ -90,22 +50,11 @@ fn is_locked_by(result: &Result<InstanceView, StoreError>, holder: OwnerId) -> b
     matches!(result, Err(StoreError::InstanceLocked { owner, .. }) if *owner == holder)
 }
 
-async fn load_as(
-    env: &Env,
-    store: &InstanceStore,
-    owner: OwnerId,
-    id: InstanceId,
-) -> Result<InstanceView, StoreError> {
-    store
-        .execute(&env.handle(store, owner, Some(id)), create(), T)
-        .await
-}
-
 /// Loads `id` as `owner`, unlocks it, and returns the `lock_version` it was held at.
 async fn lock_version_as(env: &Env, store: &InstanceStore, owner: OwnerId, id: InstanceId) -> u64 {
     let handle = env.handle(store, owner, Some(id));
-    let view = run(store, &handle, create()).await;
-    run(store, &handle, unlock()).await;
+    let view = ok_on(store, &handle, create()).await;
+    ok_on(store, &handle, unlock()).await;
     view.lock_version.expect("a load holds the lock")
 }
 
@@ -128,34 +77,13 @@ async fn holder(env: &Env) -> Holder {
 
 async fn holder_on(env: &Env, store: InstanceStore) -> Holder {
     let owner = env.owner(&store, Some("orders")).await;
-    let id = InstanceId::new();
-    let handle = env.handle(&store, owner, Some(id));
-    run(&store, &handle, create()).await;
-    run(&store, &handle, Save::data(data(1))).await;
+    let (handle, id) = lock_new(&store, owner).await;
     Holder {
         store,
         owner,
         handle,
         id,
     }
-}
-
-type Running = JoinHandle<Result<InstanceView, StoreError>>;
-
-fn spawn(
-    store: &InstanceStore,
-    handle: InstanceHandle,
-    command: impl Into<Command>,
-    timeout: Duration,
-) -> Running {
-    let (store, command) = (store.clone(), command.into());
-    tokio::spawn(async move { store.execute(&handle, command, timeout).await })
-}
-
-/// Bounds a wait that must end (a safety net, not a timing assertion).
-async fn finish<R>(task: JoinHandle<R>) -> R {
-    let done = tokio::time::timeout(Duration::from_secs(10), task).await;
-    done.expect("the command returns").expect("no panic")
 }
 
 /// The epoch starts at 1, stays while the same owner re-locks, and grows by exactly one each
@@ -186,11 +114,11 @@ pub async fn second_owner_gets_instance_locked_with_holder_id_and_readable_metad
     let a = env.owner_with(&sa, command).await;
     let id = InstanceId::new();
     let held = env.handle(&sa, a, Some(id));
-    run(&sa, &held, create()).await;
+    ok_on(&sa, &held, create()).await;
 
     let sb = env.store();
     let b = env.owner(&sb, None).await;
-    match load_as(env, &sb, b, id).await {
+    match load_as(&sb, b, id).await {
         Err(StoreError::InstanceLocked {
             instance,
             owner,
@@ -218,11 +146,11 @@ pub async fn expired_holders_lock_is_taken_over_with_lock_version_plus_one(env: 
     let a = env.owner(&sa, None).await;
     let id = InstanceId::new();
     let held = env.handle(&sa, a, Some(id));
-    let version = run(&sa, &held, create())
+    let version = ok_on(&sa, &held, create())
         .await
         .lock_version
         .expect("locked");
-    run(&sa, &held, Save::data(data(1))).await;
+    ok_on(&sa, &held, Save::data(data(1))).await;
     let sb = env
         .store_with(long_lease(env, LockRetry::NoRetry), Vec::new())
         .0;
@@ -230,13 +158,13 @@ pub async fn expired_holders_lock_is_taken_over_with_lock_version_plus_one(env: 
 
     faults.fail_renewals.store(true, SeqCst);
     env.clock.advance(Duration::from_secs(30));
-    let early = load_as(env, &sb, b, id).await;
+    let early = load_as(&sb, b, id).await;
     assert!(
         is_locked_by(&early, a),
         "the lease lasts until 60 s: {early:?}"
     );
     env.clock.advance(Duration::from_secs(31));
-    let view = load_as(env, &sb, b, id).await.expect("taken over");
+    let view = load_as(&sb, b, id).await.expect("taken over");
     assert_eq!(view.lock_version, Some(version + 1));
     assert_eq!(view.data, data(1));
 }
@@ -248,7 +176,7 @@ pub async fn stale_handle_gets_lock_lost_and_is_freed(env: &Env) {
     let h = holder(env).await;
     let other_id = InstanceId::new();
     let other = env.handle(&h.store, h.owner, Some(other_id));
-    run(&h.store, &other, create()).await;
+    ok_on(&h.store, &other, create()).await;
 
     env.provider
         .delete_owner(h.owner)
@@ -257,8 +185,8 @@ pub async fn stale_handle_gets_lock_lost_and_is_freed(env: &Env) {
     let sb = env.store();
     let b = env.owner(&sb, None).await;
     let taker = env.handle(&sb, b, Some(h.id));
-    assert_eq!(run(&sb, &taker, create()).await.lock_version, Some(2));
-    run(&sb, &taker, Save::data(data(2))).await;
+    assert_eq!(ok_on(&sb, &taker, create()).await.lock_version, Some(2));
+    ok_on(&sb, &taker, Save::data(data(2))).await;
 
     // Taken over: the stale save is refused and changes nothing.
     let stale = h.store.execute(&h.handle, Save::data(data(3)), T).await;
@@ -266,7 +194,7 @@ pub async fn stale_handle_gets_lock_lost_and_is_freed(env: &Env) {
     assert!(h.handle.is_freed(), "LockLost frees the handle");
     let again = h.store.execute(&h.handle, Load::default(), T).await;
     assert!(again.is_err(), "a freed handle runs nothing");
-    assert_eq!(run(&sb, &taker, Load::default()).await.data, data(2));
+    assert_eq!(ok_on(&sb, &taker, Load::default()).await.data, data(2));
 
     // Not taken over, but the lease is gone: a re-read is refused too.
     let stale = h.store.execute(&other, Load::default(), T).await;
@@ -281,12 +209,12 @@ pub async fn second_live_handle_of_the_same_owner_gets_handle_conflict(env: &Env
     let owner = env.owner(&store, None).await;
     let (id, key) = (InstanceId::new(), KeyId::new());
     let first = env.handle(&store, owner, Some(id));
-    run(&store, &first, create()).await;
+    ok_on(&store, &first, create()).await;
     let keyed = Save {
         keys_to_associate: vec![key.into()],
         ..Save::data(data(1))
     };
-    run(&store, &first, keyed).await;
+    ok_on(&store, &first, keyed).await;
 
     let second = env.handle(&store, owner, Some(id));
     let load = store.execute(&second, create(), T).await;
@@ -297,7 +225,7 @@ pub async fn second_live_handle_of_the_same_owner_gets_handle_conflict(env: &Env
     let by_key = store.execute(&unbound, LoadByKey::new(key), T).await;
     assert_err!(by_key, StoreError::HandleConflict { instance } if instance == id);
 
-    let view = run(&store, &first, Load::default()).await;
+    let view = ok_on(&store, &first, Load::default()).await;
     assert_eq!(view.data, data(1), "the conflicting save changed nothing");
     assert_eq!(view.lock_version, Some(1));
 }
@@ -309,16 +237,16 @@ pub async fn freed_handles_lock_is_reclaimed_by_a_new_handle_at_the_same_version
     let version = h.handle.lock_version().expect("holds the lock");
     drop(h.handle);
     let reclaimed = env.handle(&h.store, h.owner, Some(h.id));
-    let view = run(&h.store, &reclaimed, create()).await;
+    let view = ok_on(&h.store, &reclaimed, create()).await;
     assert_eq!(view.lock_version, Some(version));
     assert_eq!(view.data, data(1));
 
     settle().await;
     let sb = env.store();
     let b = env.owner(&sb, None).await;
-    let taken = load_as(env, &sb, b, h.id).await;
+    let taken = load_as(&sb, b, h.id).await;
     assert!(is_locked_by(&taken, h.owner), "the reclaimed lock stands");
-    run(&h.store, &reclaimed, Save::data(data(2))).await;
+    ok_on(&h.store, &reclaimed, Save::data(data(2))).await;
 }
 
 /// A new handle that wants the instance while the freed handle's unlock is already on its way to
@@ -355,14 +283,14 @@ pub async fn freed_handles_lock_is_released_in_the_background(env: &Env) {
     faults.hold();
     h.handle.free();
     eventually("the unlock reaches storage", || faults.calls("unlock") == 1).await;
-    let early = load_as(env, &sb, b, h.id).await;
+    let early = load_as(&sb, b, h.id).await;
     assert!(
         is_locked_by(&early, h.owner),
         "locked until the unlock runs"
     );
     faults.release();
     for _ in 0..2000 {
-        match load_as(env, &sb, b, h.id).await {
+        match load_as(&sb, b, h.id).await {
             Ok(view) => return assert_eq!(view.data, data(1)),
             Err(StoreError::InstanceLocked { .. }) => settle().await,
             Err(e) => panic!("unexpected {e:?}"),
@@ -398,7 +326,7 @@ pub async fn basic_retry_retries_every_five_seconds_until_the_lock_is_free(env: 
     eventually("the retry at 5 s", || faults.calls("load") == 2).await;
     settle().await;
 
-    run(&h.store, &h.handle, unlock()).await;
+    ok_on(&h.store, &h.handle, unlock()).await;
     env.clock.advance(Duration::from_secs(5));
     let view = finish(task).await.expect("the retry at 10 s gets the lock");
     assert_eq!(view.lock_version, Some(2));
@@ -458,7 +386,7 @@ pub async fn aggressive_retry_starts_at_100ms_grows_and_is_capped_at_ten_seconds
     }
     step(ms(9_900), ms(100), 14).await; // capped at exactly 10 s
 
-    run(&h.store, &h.handle, unlock()).await;
+    ok_on(&h.store, &h.handle, unlock()).await;
     env.clock.advance(Duration::from_secs(10));
     let view = finish(task).await.expect("the next retry gets the lock");
     assert_eq!(view.lock_version, Some(2));

@@ -19,33 +19,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instore::{
-    bag, Command, CreateOwner, InstanceHandle, InstanceId, InstanceStore, InstanceView, Load,
-    MemoryProvider, OwnerId, OwnerInfo, PropertyBag, Save, StoreError, StoreEvent, StoreSettings,
-    Timestamp,
+    bag, Command, CreateOwner, InstanceId, InstanceStore, Load, MemoryProvider, OwnerId, OwnerInfo,
+    PropertyBag, Save, StoreError, StoreEvent, StoreSettings, Timestamp,
 };
 use tokio::sync::broadcast::{self, error::TryRecvError};
 
-use crate::harness::{eventually, eventually_async, Env, Faults, T};
+use crate::harness::{
+    assert_err, create, data, eventually, eventually_async, load_as, lock_new, ok_on, settle, Env,
+    Faults, T,
+};
 
 const LEASE: Duration = Duration::from_secs(60);
 const RENEW_EVERY: Duration = Duration::from_secs(30);
 const SECOND: Duration = Duration::from_secs(1);
-
-/// Asserts that `result` is `Err(pattern)`, showing it otherwise.
-macro_rules! assert_err {
-    ($result:expr, $pattern:pat $(if $guard:expr)?) => {{
-        let result = $result;
-        let shown = format!("{result:?}");
-        assert!(matches!(result, Err($pattern) $(if $guard)?), "{shown}");
-    }};
-}
-
-fn create() -> Load {
-    Load {
-        accept_uninitialized: true,
-        ..Load::default()
-    }
-}
 
 fn with_lease(lease: Duration) -> CreateOwner {
     CreateOwner {
@@ -54,8 +40,12 @@ fn with_lease(lease: Duration) -> CreateOwner {
     }
 }
 
-fn data(a: i64) -> PropertyBag {
-    bag([("a", a)])
+/// `CreateOwner` for an `orders` host with `metadata`.
+fn orders_owner(metadata: PropertyBag) -> CreateOwner {
+    CreateOwner {
+        metadata,
+        ..CreateOwner::host_type("orders")
+    }
 }
 
 fn no_recovery(env: &Env) -> StoreSettings {
@@ -63,26 +53,6 @@ fn no_recovery(env: &Env) -> StoreSettings {
         auto_recover_owner: false,
         ..env.settings()
     }
-}
-
-/// Runs a command that must succeed.
-async fn run(
-    store: &InstanceStore,
-    handle: &InstanceHandle,
-    command: impl Into<Command>,
-) -> InstanceView {
-    let command = command.into();
-    let name = command.name().to_owned();
-    match store.execute(handle, command, T).await {
-        Ok(view) => view,
-        Err(e) => panic!("{name} failed: {e:?}"),
-    }
-}
-
-/// Lets background tasks run (real time, not the store's clock) before checking that
-/// something did *not* happen.
-async fn settle() {
-    tokio::time::sleep(Duration::from_millis(30)).await;
 }
 
 async fn stored(store: &InstanceStore) -> Vec<OwnerInfo> {
@@ -105,29 +75,6 @@ async fn lease_end(store: &InstanceStore, id: OwnerId) -> Option<Timestamp> {
 async fn next_event(events: &mut broadcast::Receiver<StoreEvent>) -> StoreEvent {
     let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
     event.expect("an event arrives").expect("open channel")
-}
-
-/// Locks a new instance for `owner` with data `{a: 1}` and returns the lock-bound handle.
-async fn lock_new(
-    env: &Env,
-    store: &InstanceStore,
-    owner: OwnerId,
-) -> (InstanceHandle, InstanceId) {
-    let id = InstanceId::new();
-    let handle = env.handle(store, owner, Some(id));
-    run(store, &handle, create()).await;
-    run(store, &handle, Save::data(data(1))).await;
-    (handle, id)
-}
-
-async fn load_as(
-    env: &Env,
-    store: &InstanceStore,
-    owner: OwnerId,
-    id: InstanceId,
-) -> Result<InstanceView, StoreError> {
-    let handle = env.handle(store, owner, Some(id));
-    store.execute(&handle, create(), T).await
 }
 
 /// Waits until the background renewal of `owner` has moved its stored lease to `now + lease`.
@@ -155,13 +102,8 @@ pub async fn create_owner_registers_host_type_metadata_machine_and_lease(env: &E
     let handle = store.create_handle();
     assert_eq!(handle.owner(), None, "no owner yet, so no default owner");
     let metadata = bag([("site", "eu-1")]);
-    let host_type = Some("orders".to_owned());
-    let command = CreateOwner {
-        host_type,
-        metadata: metadata.clone(),
-        lease: None,
-    };
-    let view = run(&store, &handle, command).await;
+    let command = orders_owner(metadata.clone());
+    let view = ok_on(&store, &handle, command).await;
     let owner = view.owner.expect("the view is bound");
     assert_eq!(handle.owner(), Some(owner), "the handle is bound");
 
@@ -178,7 +120,7 @@ pub async fn create_owner_registers_host_type_metadata_machine_and_lease(env: &E
 pub async fn create_owner_on_a_handle_bound_to_an_owner_is_already_bound_to_owner(env: &Env) {
     let (store, faults) = env.store_with(env.settings(), Vec::new());
     let handle = store.create_handle();
-    let view = run(&store, &handle, CreateOwner::default()).await;
+    let view = ok_on(&store, &handle, CreateOwner::default()).await;
     let owner = view.owner.expect("bound");
 
     let again = store.execute(&handle, CreateOwner::default(), T).await;
@@ -229,17 +171,17 @@ pub async fn lease_renewal_keeps_an_owner_and_its_locks_alive_across_several_lea
 ) {
     let store = env.store();
     let owner = env.owner(&store, Some("orders")).await;
-    let (handle, id) = lock_new(env, &store, owner).await;
+    let (handle, id) = lock_new(&store, owner).await;
     for _ in 0..6 {
         env.clock.advance(RENEW_EVERY);
         renewed(env, &store, owner, LEASE).await;
     }
     // 180 s later: still alive, still holding the lock.
-    let view = run(&store, &handle, Save::data(data(2))).await;
+    let view = ok_on(&store, &handle, Save::data(data(2))).await;
     assert_eq!(view.lock_version, Some(1));
     let other_store = env.store();
     let other = env.owner(&other_store, None).await;
-    let taken = load_as(env, &other_store, other, id).await;
+    let taken = load_as(&other_store, other, id).await;
     assert_err!(taken, StoreError::InstanceLocked { owner: o, .. } if o == owner);
 }
 
@@ -249,7 +191,7 @@ pub async fn owner_whose_renewals_fail_past_its_lease_is_lost(env: &Env) {
     let (store, faults) = env.store_with(no_recovery(env), Vec::new());
     let mut events = store.subscribe();
     let owner = env.owner(&store, Some("orders")).await;
-    let (handle, id) = lock_new(env, &store, owner).await;
+    let (handle, id) = lock_new(&store, owner).await;
 
     let_leases_lapse(env, &faults).await;
     let lost = StoreEvent::OwnerLost { owner };
@@ -257,12 +199,12 @@ pub async fn owner_whose_renewals_fail_past_its_lease_is_lost(env: &Env) {
 
     let save = store.execute(&handle, Save::data(data(2)), T).await;
     assert_err!(save, StoreError::OwnerLost { owner: o } if o == owner);
-    let fresh = load_as(env, &store, owner, InstanceId::new()).await;
+    let fresh = load_as(&store, owner, InstanceId::new()).await;
     assert_err!(fresh, StoreError::OwnerLost { owner: o } if o == owner);
 
     let other_store = env.store();
     let other = env.owner(&other_store, None).await;
-    let view = load_as(env, &other_store, other, id).await;
+    let view = load_as(&other_store, other, id).await;
     let view = view.expect("the instance is free");
     assert_eq!(view.lock_version, Some(2));
     assert_eq!(view.data, data(1), "the lost owner's save changed nothing");
@@ -275,15 +217,10 @@ pub async fn lost_owner_is_replaced_by_a_fresh_usable_owner(env: &Env) {
     let (store, faults) = env.store_with(env.settings(), Vec::new());
     let mut events = store.subscribe();
     let metadata = bag([("site", "eu-1")]);
-    let host_type = Some("orders".to_owned());
-    let command = CreateOwner {
-        host_type,
-        metadata: metadata.clone(),
-        lease: None,
-    };
+    let command = orders_owner(metadata.clone());
     let lost = env.owner_with(&store, command).await;
     assert_eq!(store.default_owner(), Some(lost));
-    let (handle, id) = lock_new(env, &store, lost).await;
+    let (handle, id) = lock_new(&store, lost).await;
 
     let_leases_lapse(env, &faults).await;
     let event = next_event(&mut events).await;
@@ -305,14 +242,14 @@ pub async fn lost_owner_is_replaced_by_a_fresh_usable_owner(env: &Env) {
 
     assert_eq!(store.create_handle().owner(), Some(replacement));
     let fresh = env.handle(&store, replacement, Some(id));
-    let view = run(&store, &fresh, create()).await;
+    let view = ok_on(&store, &fresh, create()).await;
     assert_eq!(view.lock_version, Some(2), "passed to another owner");
     assert_eq!(view.data, data(1));
-    run(&store, &fresh, Save::data(data(3)).and_unlock()).await;
+    ok_on(&store, &fresh, Save::data(data(3)).and_unlock()).await;
 
     let stale = store.execute(&handle, Save::data(data(2)), T).await;
     assert_err!(stale, StoreError::OwnerLost { owner: o } if o == lost);
-    let by_lost = load_as(env, &store, lost, InstanceId::new()).await;
+    let by_lost = load_as(&store, lost, InstanceId::new()).await;
     assert_err!(by_lost, StoreError::OwnerLost { .. });
 }
 
@@ -348,16 +285,16 @@ pub async fn delete_owner_makes_its_instances_takeable_at_once_and_frees_the_han
     let store = env.store();
     let mut events = store.subscribe();
     let owner = env.owner(&store, Some("orders")).await;
-    let (handle, id) = lock_new(env, &store, owner).await;
+    let (handle, id) = lock_new(&store, owner).await;
 
     let deleting = env.handle(&store, owner, None);
-    run(&store, &deleting, Command::DeleteOwner).await;
+    ok_on(&store, &deleting, Command::DeleteOwner).await;
     assert!(deleting.is_freed(), "DeleteOwner frees the handle");
 
     // No clock movement: the instance is takeable at once.
     let other_store = env.store();
     let other = env.owner(&other_store, None).await;
-    let view = load_as(env, &other_store, other, id).await;
+    let view = load_as(&other_store, other, id).await;
     let view = view.expect("takeable at once");
     assert_eq!(view.lock_version, Some(2));
     assert_eq!(view.data, data(1));
@@ -377,7 +314,7 @@ pub async fn expired_owners_holding_nothing_are_cleaned_up_but_lock_holders_are_
     let crashed = env.store_with(no_recovery(env), Vec::new()).0;
     let holder = env.owner(&crashed, None).await;
     let idle = env.owner(&crashed, None).await;
-    let (_handle, id) = lock_new(env, &crashed, holder).await;
+    let (_handle, id) = lock_new(&crashed, holder).await;
     env.clock.advance(LEASE + SECOND); // both leases end
 
     let store = env.store();
@@ -387,10 +324,10 @@ pub async fn expired_owners_holding_nothing_are_cleaned_up_but_lock_holders_are_
     assert!(owners.contains(&holder), "a lock holder is kept");
     assert!(!owners.contains(&idle), "an idle expired owner is removed");
 
-    let view = load_as(env, &store, live, id).await.expect("takeable");
+    let view = load_as(&store, live, id).await.expect("takeable");
     assert_eq!(view.lock_version, Some(2));
     // Deleting an owner cleans up too: the old holder holds nothing now, nor did `spare`.
-    run(
+    ok_on(
         &store,
         &env.handle(&store, spare, None),
         Command::DeleteOwner,
@@ -404,9 +341,9 @@ pub async fn expired_owners_holding_nothing_are_cleaned_up_but_lock_holders_are_
 pub async fn deleted_owner_holding_locks_stays_stored_until_its_locks_pass_on(env: &Env) {
     let store = env.store();
     let deleted = env.owner(&store, None).await;
-    let (_handle, id) = lock_new(env, &store, deleted).await;
+    let (_handle, id) = lock_new(&store, deleted).await;
     let deleting = env.handle(&store, deleted, None);
-    run(&store, &deleting, Command::DeleteOwner).await;
+    ok_on(&store, &deleting, Command::DeleteOwner).await;
     let info = stored_owner(&store, deleted).await;
     let info = info.expect("a lock holder is not deleted");
     assert!(info.lease_expires_at <= env.now(), "its lease ended now");
@@ -417,9 +354,7 @@ pub async fn deleted_owner_holding_locks_stays_stored_until_its_locks_pass_on(en
         stored_owner(&store, deleted).await.is_some(),
         "still a holder"
     );
-    load_as(env, &other_store, other, id)
-        .await
-        .expect("takeable");
+    load_as(&other_store, other, id).await.expect("takeable");
     env.owner(&other_store, None).await;
     let gone = stored_owner(&store, deleted).await.is_none();
     assert!(gone, "cleaned up once it holds nothing");
@@ -434,9 +369,9 @@ pub async fn one_store_hosts_several_owners_at_once(env: &Env) {
     assert_eq!(store.default_owner(), Some(orders), "the first is default");
     assert_eq!(store.create_handle().owner(), Some(orders));
 
-    let (order, order_id) = lock_new(env, &store, orders).await;
-    let (bill, _) = lock_new(env, &store, billing).await;
-    let contended = load_as(env, &store, billing, order_id).await;
+    let (order, order_id) = lock_new(&store, orders).await;
+    let (bill, _) = lock_new(&store, billing).await;
+    let contended = load_as(&store, billing, order_id).await;
     assert_err!(contended, StoreError::InstanceLocked { owner: o, .. } if o == orders);
 
     for _ in 0..4 {
@@ -444,8 +379,8 @@ pub async fn one_store_hosts_several_owners_at_once(env: &Env) {
         renewed(env, &store, orders, LEASE).await;
         renewed(env, &store, billing, LEASE).await;
     }
-    run(&store, &order, Save::data(data(2)).and_unlock()).await;
-    run(&store, &bill, Save::data(data(2)).and_unlock()).await;
+    ok_on(&store, &order, Save::data(data(2)).and_unlock()).await;
+    ok_on(&store, &bill, Save::data(data(2)).and_unlock()).await;
 }
 
 /// One host uses several stores at once, each with its own owners and instances: the same
@@ -464,16 +399,16 @@ pub async fn one_host_uses_several_stores_at_once(env: &Env) {
 
     let id = InstanceId::new();
     let in_main = env.handle(&main, a, Some(id));
-    run(&main, &in_main, create()).await;
-    run(&main, &in_main, Save::data(bag([("store", "main")]))).await;
+    ok_on(&main, &in_main, create()).await;
+    ok_on(&main, &in_main, Save::data(bag([("store", "main")]))).await;
     let in_side = env.handle(&side, b, Some(id));
-    let view = run(&side, &in_side, create()).await;
+    let view = ok_on(&side, &in_side, create()).await;
     assert_eq!(view.lock_version, Some(1), "not locked in the side store");
-    run(&side, &in_side, Save::data(bag([("store", "side")]))).await;
+    ok_on(&side, &in_side, Save::data(bag([("store", "side")]))).await;
 
-    let view = run(&main, &in_main, Load::default()).await;
+    let view = ok_on(&main, &in_main, Load::default()).await;
     assert_eq!(view.data, bag([("store", "main")]));
-    let view = run(&side, &in_side, Load::default()).await;
+    let view = ok_on(&side, &in_side, Load::default()).await;
     assert_eq!(view.data, bag([("store", "side")]));
     let foreign = env.handle(&side, b, Some(InstanceId::new()));
     let result = main.execute(&foreign, create(), T).await;

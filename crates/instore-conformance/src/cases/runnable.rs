@@ -19,36 +19,11 @@
 use std::time::Duration;
 
 use instore::{
-    bag, Activatable, Command, ExecutionStatus, InstanceHandle, InstanceId, InstanceState,
-    InstanceStore, InstanceView, Load, OwnerId, Save, StoreError, Timestamp,
+    bag, Command, ExecutionStatus, InstanceHandle, InstanceId, InstanceState, InstanceStore,
+    InstanceView, Load, OwnerId, Save, StoreError, Timestamp,
 };
 
 use crate::harness::*;
-
-/// Asserts that `result` is an error matching the pattern (guards allowed).
-macro_rules! assert_err {
-    ($result:expr, $($pattern:tt)+) => {
-        match $result {
-            Ok(v) => panic!("expected {}, got {v:?}", stringify!($($pattern)+)),
-            Err(e) => {
-                let shown = format!("{e:?}");
-                assert!(matches!(e, $($pattern)+), "expected {}, got {shown}", stringify!($($pattern)+));
-            }
-        }
-    };
-}
-
-/// Runs `command` on a fresh handle of `owner` bound to `instance` (the handle is then dropped).
-async fn run(
-    store: &InstanceStore,
-    owner: OwnerId,
-    instance: Option<InstanceId>,
-    command: impl Into<Command>,
-) -> Result<InstanceView, StoreError> {
-    store
-        .execute(&store.create_handle_for(Some(owner), instance), command, T)
-        .await
-}
 
 /// Saves a new instance through a handle that keeps holding it unless `save` unlocks.
 async fn held(store: &InstanceStore, owner: OwnerId, save: Save) -> (InstanceHandle, InstanceId) {
@@ -63,9 +38,12 @@ async fn instance(store: &InstanceStore, owner: OwnerId, save: Save) -> Instance
     held(store, owner, save).await.1
 }
 
-fn executing() -> Save {
-    let save = Save::data(bag([("step", 1i64)]));
-    save.with_status(ExecutionStatus::Executing).and_unlock()
+/// [`executing`] without the unlock: the saving handle keeps holding the instance.
+fn executing_locked() -> Save {
+    Save {
+        unlock: false,
+        ..executing()
+    }
 }
 
 fn timed(at: Timestamp) -> Save {
@@ -81,14 +59,6 @@ fn in_secs(env: &Env, secs: i64) -> Timestamp {
     } else {
         env.now().plus(d)
     }
-}
-
-/// TryLoadRunnable on a fresh handle of `owner`: the handle (keep it: dropping it unlocks what
-/// was found, which may make it runnable again) and the view.
-async fn try_load(store: &InstanceStore, owner: OwnerId) -> (InstanceHandle, InstanceView) {
-    let h = store.create_handle_for(Some(owner), None);
-    let view = store.execute(&h, Command::TryLoadRunnable, T).await;
-    (h, view.expect("TryLoadRunnable"))
 }
 
 /// What TryLoadRunnable finds, for checks that expect nothing (the handle is dropped, so
@@ -190,15 +160,7 @@ pub async fn freeing_a_handle_without_saving_makes_an_executing_instance_runnabl
     let store = env.store();
     let owner = env.owner(&store, Some("orders")).await;
     let runner = env.owner(&store, Some("orders")).await;
-    let (h, id) = held(
-        &store,
-        owner,
-        Save {
-            unlock: false,
-            ..executing()
-        },
-    )
-    .await;
+    let (h, id) = held(&store, owner, executing_locked()).await;
     assert_eq!(finds(&store, runner).await, None, "held by a live owner");
     h.free();
     // The unlock runs in the background: retry (in real time, bounded) until it has happened.
@@ -248,10 +210,7 @@ pub async fn a_locked_instance_is_not_runnable_while_its_owner_lives(env: &Env) 
     let store = env.store();
     let holder = env.owner(&store, Some("orders")).await;
     let runner = env.owner(&store, Some("orders")).await;
-    let save = Save {
-        unlock: false,
-        ..executing().with_timer(env.now())
-    };
+    let save = executing_locked().with_timer(env.now());
     let (_h, _) = held(&store, holder, save).await;
     env.clock.advance(Duration::from_secs(5));
     assert_eq!(finds(&store, runner).await, None);
@@ -274,15 +233,7 @@ pub async fn try_load_runnable_takes_the_instance_runnable_longest_first(env: &E
     let owner = env.owner(&store, Some("orders")).await;
     let due_3 = instance(&store, owner, timed(in_secs(env, 3))).await;
     let due_1 = instance(&store, owner, timed(in_secs(env, 1))).await;
-    let (h, unlocked_at_2) = held(
-        &store,
-        owner,
-        Save {
-            unlock: false,
-            ..executing()
-        },
-    )
-    .await;
+    let (h, unlocked_at_2) = held(&store, owner, executing_locked()).await;
     env.clock.advance(Duration::from_secs(2));
     store
         .execute(&h, Save::default().and_unlock(), T)
@@ -329,16 +280,9 @@ pub async fn try_load_runnable_skips_and_removes_an_instance_it_cannot_load(env:
     }
     let later = instance(&store, owner, executing()).await;
     let watcher = env.owner(&store, None).await;
-    run(&store, owner, None, Command::DeleteOwner)
-        .await
-        .expect("delete the orders owner");
-    let view = run(&store, watcher, None, Command::QueryActivatable)
-        .await
-        .expect("query");
-    let want = vec![Activatable {
-        host_type: "orders".into(),
-        runnable_count: 1,
-    }];
+    ok(&store, owner, None, Command::DeleteOwner).await;
+    let view = ok(&store, watcher, None, Command::QueryActivatable).await;
+    let want = activatable("orders", 1);
     assert_eq!(view.activatable, want);
 
     env.clock.advance(Duration::from_secs(5));
@@ -357,9 +301,7 @@ pub async fn instances_take_the_host_type_of_the_owner_that_locks_them(env: &Env
     let billing = env.owner(&store, Some("billing")).await;
     let orders = env.owner(&store, Some("orders")).await;
     let id = InstanceId::new();
-    let view = run(&store, billing, Some(id), executing())
-        .await
-        .expect("save");
+    let view = ok(&store, billing, Some(id), executing()).await;
     assert_eq!(view.host_type.as_deref(), Some("billing"));
     assert_eq!(finds(&store, orders).await, None, "not an orders instance");
 
@@ -382,15 +324,7 @@ pub async fn instances_take_the_host_type_of_the_owner_that_locks_them(env: &Env
 pub async fn a_crashed_hosts_instances_go_to_another_host_of_its_type(env: &Env) {
     let crashed = env.store();
     let dead = env.owner(&crashed, Some("orders")).await;
-    let (_hx, x) = held(
-        &crashed,
-        dead,
-        Save {
-            unlock: false,
-            ..executing()
-        },
-    )
-    .await;
+    let (_hx, x) = held(&crashed, dead, executing_locked()).await;
     let (_hy, y) = held(&crashed, dead, Save::data(bag([("idle", true)]))).await;
     let accept = Load {
         accept_uninitialized: true,
@@ -406,13 +340,8 @@ pub async fn a_crashed_hosts_instances_go_to_another_host_of_its_type(env: &Env)
 
     let store = env.store();
     let billing = env.owner(&store, Some("billing")).await;
-    let view = run(&store, billing, None, Command::QueryActivatable)
-        .await
-        .expect("query");
-    let want = vec![Activatable {
-        host_type: "orders".into(),
-        runnable_count: 2,
-    }];
+    let view = ok(&store, billing, None, Command::QueryActivatable).await;
+    let want = activatable("orders", 2);
     assert_eq!(view.activatable, want);
     assert_eq!(
         finds(&store, billing).await,
@@ -474,21 +403,12 @@ pub async fn query_activatable_lists_host_types_with_runnable_instances_and_no_l
     )
     .await;
     instance(&store, billing, timed(in_secs(env, 3600))).await;
-    let view = run(&store, orders, None, Command::QueryActivatable)
-        .await
-        .expect("query");
+    let view = ok(&store, orders, None, Command::QueryActivatable).await;
     assert_eq!(view.activatable, vec![], "every host type has a live owner");
 
-    run(&store, billing, None, Command::DeleteOwner)
-        .await
-        .expect("delete billing");
-    let view = run(&store, orders, None, Command::QueryActivatable)
-        .await
-        .expect("query");
-    let want = vec![Activatable {
-        host_type: "billing".into(),
-        runnable_count: 2,
-    }];
+    ok(&store, billing, None, Command::DeleteOwner).await;
+    let view = ok(&store, orders, None, Command::QueryActivatable).await;
+    let want = activatable("billing", 2);
     assert_eq!(view.activatable, want);
 
     let unowned = store.create_handle_for(None, None);

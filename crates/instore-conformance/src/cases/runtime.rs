@@ -19,64 +19,13 @@ use std::time::Duration;
 
 use instore::{
     bag, Command, CommandContext, CustomCommand, Extension, InstanceHandle, InstanceId,
-    InstanceStore, InstanceView, KeyId, Load, LoadByKey, LoadGuards, MetadataChange, OwnerId,
-    PropertyBag, Save, StoreError,
+    InstanceStore, InstanceView, KeyId, Load, LoadByKey, LoadGuards, MetadataChange, OwnerId, Save,
+    StoreError,
 };
-use tokio::task::JoinHandle;
 
-use crate::harness::{eventually, Env, T};
-
-/// Asserts that `result` is `Err(pattern)`, showing it otherwise.
-macro_rules! assert_err {
-    ($result:expr, $pattern:pat $(if $guard:expr)?) => {{
-        let result = $result;
-        let shown = format!("{result:?}");
-        assert!(matches!(result, Err($pattern) $(if $guard)?), "{shown}");
-    }};
-}
-
-fn create() -> Load {
-    Load {
-        accept_uninitialized: true,
-        ..Load::default()
-    }
-}
-
-fn data(a: i64) -> PropertyBag {
-    bag([("a", a)])
-}
-
-/// Runs a command that must succeed.
-async fn run(
-    store: &InstanceStore,
-    handle: &InstanceHandle,
-    command: impl Into<Command>,
-) -> InstanceView {
-    let command = command.into();
-    let name = command.name().to_owned();
-    match store.execute(handle, command, T).await {
-        Ok(view) => view,
-        Err(e) => panic!("{name} failed: {e:?}"),
-    }
-}
-
-type Running = JoinHandle<Result<InstanceView, StoreError>>;
-
-fn spawn(
-    store: &InstanceStore,
-    handle: &Arc<InstanceHandle>,
-    command: impl Into<Command>,
-    timeout: Duration,
-) -> Running {
-    let (store, handle, command) = (store.clone(), handle.clone(), command.into());
-    tokio::spawn(async move { store.execute(&handle, command, timeout).await })
-}
-
-/// Bounds a command that must end (a safety net, not a timing assertion).
-async fn finish<R>(task: JoinHandle<R>) -> R {
-    let done = tokio::time::timeout(Duration::from_secs(10), task).await;
-    done.expect("the command returns").expect("no panic")
-}
+use crate::harness::{
+    assert_err, create, data, eventually, finish, lock_new, ok_on, spawn, Env, T,
+};
 
 /// Loads `id` as `owner` once another owner's lock on it is gone (released in the background).
 async fn load_when_unlocked(
@@ -100,11 +49,8 @@ async fn load_when_unlocked(
 /// A new owner of `store` holding a new instance with data `{a: 1}` through the handle.
 async fn locked_instance(env: &Env, store: &InstanceStore) -> (Arc<InstanceHandle>, InstanceId) {
     let owner = env.owner(store, Some("orders")).await;
-    let id = InstanceId::new();
-    let handle = Arc::new(env.handle(store, owner, Some(id)));
-    run(store, &handle, create()).await;
-    run(store, &handle, Save::data(data(1))).await;
-    (handle, id)
+    let (handle, id) = lock_new(store, owner).await;
+    (Arc::new(handle), id)
 }
 
 /// While a command runs on a handle, a second one on the same handle is refused with
@@ -113,7 +59,7 @@ pub async fn a_second_command_on_a_busy_handle_is_command_overlap(env: &Env) {
     let (store, faults) = env.store_with(env.settings(), Vec::new());
     let (handle, _) = locked_instance(env, &store).await;
     faults.hold();
-    let first = spawn(&store, &handle, Save::data(data(2)), T);
+    let first = spawn(&store, handle.clone(), Save::data(data(2)), T);
     eventually("the first save is in flight", || faults.calls("save") == 2).await;
 
     let second = store.execute(&handle, Save::data(data(3)), T).await;
@@ -125,7 +71,7 @@ pub async fn a_second_command_on_a_busy_handle_is_command_overlap(env: &Env) {
 
     faults.release();
     finish(first).await.expect("the first save succeeds");
-    let view = run(&store, &handle, Load::default()).await;
+    let view = ok_on(&store, &handle, Load::default()).await;
     assert_eq!(view.data, data(2), "only the first save ran");
 }
 
@@ -139,7 +85,7 @@ pub async fn a_timed_out_save_leaves_no_partial_effect_and_releases_the_lock(env
         keys_to_associate: vec![KeyId::new().into()],
         ..Save::data(data(2))
     };
-    let task = spawn(&store, &handle, save, Duration::from_secs(5));
+    let task = spawn(&store, handle.clone(), save, Duration::from_secs(5));
     eventually("the save is in flight", || faults.calls("save") == 2).await;
     env.clock.advance(Duration::from_secs(6));
     assert_err!(finish(task).await, StoreError::Timeout);
@@ -161,12 +107,12 @@ pub async fn a_timed_out_load_frees_the_handle_and_leaves_the_instance_takeable(
     let owner = env.owner(&store, None).await;
     let id = InstanceId::new();
     let first = env.handle(&store, owner, Some(id));
-    run(&store, &first, create()).await;
-    run(&store, &first, Save::data(data(1)).and_unlock()).await;
+    ok_on(&store, &first, create()).await;
+    ok_on(&store, &first, Save::data(data(1)).and_unlock()).await;
 
     faults.hold();
     let handle = Arc::new(env.handle(&store, owner, Some(id)));
-    let task = spawn(&store, &handle, create(), Duration::from_secs(5));
+    let task = spawn(&store, handle.clone(), create(), Duration::from_secs(5));
     eventually("the load is in flight", || faults.calls("load") == 2).await;
     env.clock.advance(Duration::from_secs(6));
     assert_err!(finish(task).await, StoreError::Timeout);
@@ -174,8 +120,8 @@ pub async fn a_timed_out_load_frees_the_handle_and_leaves_the_instance_takeable(
     faults.release();
 
     let again = env.handle(&store, owner, Some(id));
-    assert_eq!(run(&store, &again, create()).await.data, data(1));
-    run(&store, &again, Save::data(data(2)).and_unlock()).await;
+    assert_eq!(ok_on(&store, &again, create()).await.data, data(1));
+    ok_on(&store, &again, Save::data(data(2)).and_unlock()).await;
     let other_store = env.store();
     let other = env.owner(&other_store, None).await;
     let view = load_when_unlocked(env, &other_store, other, id).await;
@@ -217,7 +163,7 @@ pub async fn invalid_commands_are_rejected_before_reaching_storage(env: &Env) {
 pub async fn a_freed_handle_runs_no_more_commands(env: &Env) {
     let store = env.store();
     let (handle, _) = locked_instance(env, &store).await;
-    run(&store, &handle, Save::data(data(2)).and_unlock()).await;
+    ok_on(&store, &handle, Save::data(data(2)).and_unlock()).await;
     assert!(handle.is_freed(), "an unlocking save frees the handle");
     let result = store.execute(&handle, create(), T).await;
     assert!(result.is_err(), "a freed handle runs nothing: {result:?}");
@@ -296,7 +242,7 @@ pub async fn an_extension_can_reject_a_command_and_nothing_happens(env: &Env) {
         seen,
         "after skips rejected commands"
     );
-    let view = run(&store, &handle, Load::default()).await;
+    let view = ok_on(&store, &handle, Load::default()).await;
     assert_eq!(
         view.data,
         data(1),
@@ -337,27 +283,27 @@ pub async fn an_extension_can_add_metadata_to_every_save_in_the_same_transaction
     let id = InstanceId::new();
     let handle = env.handle(&store, owner, Some(id));
     assert!(
-        run(&store, &handle, create()).await.metadata.is_empty(),
+        ok_on(&store, &handle, create()).await.metadata.is_empty(),
         "loads are left alone"
     );
-    let view = run(&store, &handle, Save::data(data(1))).await;
+    let view = ok_on(&store, &handle, Save::data(data(1))).await;
     assert_eq!(view.metadata, stamped);
     assert_eq!(faults.calls("save"), 1, "in the same save");
 
     // A failing save writes neither its own effects nor the extension's.
     let failing = env.handle(&store, owner, Some(InstanceId::new()));
-    run(&store, &failing, create()).await;
+    ok_on(&store, &failing, create()).await;
     let bad = Save {
         keys_to_complete: vec![KeyId::new()],
         ..Save::data(data(2))
     };
     let result = store.execute(&failing, bad, T).await;
     assert_err!(result, StoreError::InstanceKeyNotReady { .. });
-    let view = run(&store, &failing, create()).await;
+    let view = ok_on(&store, &failing, create()).await;
     assert!(view.metadata.is_empty(), "the failed save stamped nothing");
 
     // Stored, not just shown: a store without the extension reads it back.
-    run(
+    ok_on(
         &store,
         &handle,
         Save {
@@ -415,7 +361,7 @@ pub async fn an_extension_can_provide_its_own_command(env: &Env) {
         name: "echo".into(),
         args: args.clone(),
     };
-    let view = run(&store, &store.create_handle(), command.clone()).await;
+    let view = ok_on(&store, &store.create_handle(), command.clone()).await;
     assert_eq!(view.data, args);
     assert_eq!(
         view.owner,

@@ -20,47 +20,11 @@
 use std::time::Duration;
 
 use instore::{
-    bag, Command, CompletionAction, ExecutionStatus, InstanceId, InstanceState, InstanceStore,
-    InstanceView, KeyId, KeyState, Load, LoadByKey, MetadataChange, OwnerId, Save, StoreError,
-    StoreSettings, SuspendChange,
+    bag, Command, CompletionAction, ExecutionStatus, InstanceId, InstanceState, KeyId, KeyState,
+    Load, LoadByKey, Save, StoreError, StoreSettings, SuspendChange,
 };
 
 use crate::harness::*;
-
-/// Asserts that `result` is an error matching the pattern (guards allowed).
-macro_rules! assert_err {
-    ($result:expr, $($pattern:tt)+) => {
-        match $result {
-            Ok(v) => panic!("expected {}, got {v:?}", stringify!($($pattern)+)),
-            Err(e) => {
-                let shown = format!("{e:?}");
-                assert!(matches!(e, $($pattern)+), "expected {}, got {shown}", stringify!($($pattern)+));
-            }
-        }
-    };
-}
-
-/// Runs `command` on a fresh handle of `owner` bound to `instance` (the handle is then dropped).
-async fn run(
-    store: &InstanceStore,
-    owner: OwnerId,
-    instance: Option<InstanceId>,
-    command: impl Into<Command>,
-) -> Result<InstanceView, StoreError> {
-    store
-        .execute(&store.create_handle_for(Some(owner), instance), command, T)
-        .await
-}
-
-async fn other_host(env: &Env, host_type: Option<&str>) -> (InstanceStore, OwnerId) {
-    let store = env.store();
-    let owner = env.owner(&store, host_type).await;
-    (store, owner)
-}
-
-fn set(name: &str, value: i64) -> (String, MetadataChange) {
-    (name.to_owned(), MetadataChange::Set(value.into()))
-}
 
 /// SPEC §6.4: Save needs an owner and an instance on the handle.
 pub async fn save_needs_an_owner_and_an_instance(env: &Env) {
@@ -165,9 +129,7 @@ pub async fn data_is_replaced_whole_by_each_save_with_data(env: &Env) {
     let empty = Save::data(bag::<_, &str, i64>([])).and_unlock();
     let view = store.execute(&h, empty, T).await.expect("empty data");
     assert!(view.data.is_empty());
-    let view = run(&store, owner, Some(id), Load::default())
-        .await
-        .expect("load");
+    let view = ok(&store, owner, Some(id), Load::default()).await;
     assert!(view.data.is_empty(), "{view:?}");
     assert_eq!(
         view.state,
@@ -240,9 +202,7 @@ pub async fn a_save_with_data_writes_timer_status_and_bookmarks(env: &Env) {
     let cleared = (None, Some(ExecutionStatus::Idle), 0);
     assert_eq!((view.timer, view.status, view.bookmarks.len()), cleared);
     let (other, reader) = other_host(env, None).await;
-    let view = run(&other, reader, Some(id), Load::default())
-        .await
-        .expect("load");
+    let view = ok(&other, reader, Some(id), Load::default()).await;
     assert_eq!((view.timer, view.status, view.bookmarks.len()), cleared);
 }
 
@@ -270,9 +230,7 @@ pub async fn a_save_without_data_leaves_data_timer_status_and_bookmarks(env: &En
         .await
         .expect("metadata-only save");
     let (other, reader) = other_host(env, None).await;
-    let reloaded = run(&other, reader, Some(id), Load::default())
-        .await
-        .expect("load");
+    let reloaded = ok(&other, reader, Some(id), Load::default()).await;
     for v in [view, reloaded] {
         assert_eq!(
             (v.data, v.metadata),

@@ -15,24 +15,11 @@
 use std::time::Duration;
 
 use instore::{
-    bag, Activatable, Command, ExceptionInfo, ExecutionStatus, InstanceHandle, InstanceId,
-    InstanceStore, InstanceView, KeyId, Load, LoadByKey, OwnerId, Save, StoreError, StoreSettings,
-    SuspendChange, Suspension,
+    bag, Command, ExceptionInfo, ExecutionStatus, InstanceId, InstanceStore, InstanceView, KeyId,
+    Load, LoadByKey, OwnerId, Save, StoreError, StoreSettings, SuspendChange, Suspension,
 };
 
-use crate::harness::*;
-
-/// Runs `command` on a fresh handle of `owner` bound to `instance` (the handle is then dropped).
-async fn run(
-    store: &InstanceStore,
-    owner: OwnerId,
-    instance: Option<InstanceId>,
-    command: impl Into<Command>,
-) -> Result<InstanceView, StoreError> {
-    store
-        .execute(&store.create_handle_for(Some(owner), instance), command, T)
-        .await
-}
+use crate::harness::{activatable, ok, run, try_load_runnable, Env, T};
 
 fn suspend(reason: &str) -> SuspendChange {
     let exception = ExceptionInfo {
@@ -87,14 +74,6 @@ async fn suspended_executing(store: &InstanceStore, owner: OwnerId, keys: &[KeyI
     id
 }
 
-/// TryLoadRunnable on a fresh handle: the handle (keep it: dropping it would unlock what was
-/// found, making it runnable again) and what was found.
-async fn try_load(store: &InstanceStore, owner: OwnerId) -> (InstanceHandle, Option<InstanceId>) {
-    let h = store.create_handle_for(Some(owner), None);
-    let view = store.execute(&h, Command::TryLoadRunnable, T).await;
-    (h, view.expect("TryLoadRunnable").instance)
-}
-
 fn with_extension(env: &Env) -> InstanceStore {
     let settings = StoreSettings {
         suspension_extension: true,
@@ -136,9 +115,7 @@ pub async fn suspension_is_stored_with_the_instance(env: &Env) {
     );
     let view = other.execute(&h, unsuspend(), T).await.expect("unsuspend");
     assert_eq!(view.suspension, None);
-    let view = run(&store, owner, Some(id), Load::default())
-        .await
-        .expect("load");
+    let view = ok(&store, owner, Some(id), Load::default()).await;
     assert_eq!(view.suspension, None, "cleared in storage");
 }
 
@@ -173,28 +150,17 @@ pub async fn a_suspended_instance_is_never_runnable(env: &Env) {
     let owner = env.owner(&store, Some("orders")).await;
     suspended_executing(&store, owner, &[]).await;
     let timed = suspended(Save::data(bag([("t", 1i64)])).with_timer(env.now()));
-    run(&store, owner, Some(InstanceId::new()), timed)
-        .await
-        .expect("save");
+    ok(&store, owner, Some(InstanceId::new()), timed).await;
     env.clock.advance(Duration::from_secs(5));
-    assert_eq!(try_load(&store, owner).await.1, None);
+    assert_eq!(try_load_runnable(&store, owner).await.1, None);
 
     // A runnable control instance shows QueryActivatable counts runnable ones, not these.
     let control = executing().and_unlock();
-    run(&store, owner, Some(InstanceId::new()), control)
-        .await
-        .expect("save");
-    run(&store, owner, None, Command::DeleteOwner)
-        .await
-        .expect("no live orders owner");
+    ok(&store, owner, Some(InstanceId::new()), control).await;
+    ok(&store, owner, None, Command::DeleteOwner).await;
     let watcher = env.owner(&store, None).await;
-    let view = run(&store, watcher, None, Command::QueryActivatable)
-        .await
-        .expect("query");
-    let want = vec![Activatable {
-        host_type: "orders".into(),
-        runnable_count: 1,
-    }];
+    let view = ok(&store, watcher, None, Command::QueryActivatable).await;
+    let want = activatable("orders", 1);
     assert_eq!(
         view.activatable, want,
         "only the control instance needs a host"
@@ -226,9 +192,9 @@ pub async fn a_suspended_instance_is_not_recovered_when_its_holder_dies(env: &En
 
     let store = env.store();
     let owner = env.owner(&store, Some("orders")).await;
-    let (_h1, first) = try_load(&store, owner).await;
+    let (_h1, first) = try_load_runnable(&store, owner).await;
     assert_eq!(first, recoverable);
-    let (_h2, second) = try_load(&store, owner).await;
+    let (_h2, second) = try_load_runnable(&store, owner).await;
     assert_eq!(second, None, "the suspended instance stays where it is");
     drop((hs, hr));
 }
@@ -299,11 +265,9 @@ pub async fn unsuspending_makes_an_instance_runnable_again(env: &Env) {
     let executing = suspended_executing(&store, owner, &[]).await;
     let timed_id = InstanceId::new();
     let timed = suspended(Save::data(bag([("t", 1i64)])).with_timer(env.now()));
-    run(&store, owner, Some(timed_id), timed)
-        .await
-        .expect("save");
+    ok(&store, owner, Some(timed_id), timed).await;
     env.clock.advance(Duration::from_secs(1));
-    assert_eq!(try_load(&store, owner).await.1, None);
+    assert_eq!(try_load_runnable(&store, owner).await.1, None);
 
     // An owner of the same host type resumes them (a host-typeless one could change their type).
     let operator = env.owner(&store, Some("orders")).await;
@@ -313,9 +277,9 @@ pub async fn unsuspending_makes_an_instance_runnable_again(env: &Env) {
         // A metadata-only save: status and timer stay as they were.
         store.execute(&h, unsuspend(), T).await.expect("resume");
     }
-    let (_h1, first) = try_load(&store, owner).await;
+    let (_h1, first) = try_load_runnable(&store, owner).await;
     assert_eq!(first, Some(timed_id), "due before the other was unlocked");
-    let (_h2, second) = try_load(&store, owner).await;
+    let (_h2, second) = try_load_runnable(&store, owner).await;
     assert_eq!(second, Some(executing));
 }
 

@@ -1,0 +1,160 @@
+//! Per-store fault injection: every store a case builds with [`crate::Env::store_with`] reaches
+//! the provider under test through a [`FaultyProvider`], switched by its [`Faults`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use instore::{
+    Activatable, InstanceId, InstanceSnapshot, LeaseState, LoadGuards, LoadRequest, NewOwner,
+    OwnerId, OwnerInfo, PersistenceProvider, SaveRequest, SharedClock, StoreError, Timestamp,
+    WakeUps,
+};
+use tokio::sync::watch;
+
+use crate::harness::TestProvider;
+
+/// Fault switches of one store's provider wrapper.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Make every lease renewal fail with a transient storage error.
+    pub fail_renewals: AtomicBool,
+    /// The store never hears the provider's pushed wake-ups (set when the store is built).
+    without_pushes: bool,
+    hold: Mutex<Option<watch::Sender<bool>>>,
+    calls: Mutex<HashMap<&'static str, usize>>,
+}
+
+/// Locks a test-harness mutex; a poisoned one (a case panicked) is still usable plain data.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Faults {
+    /// Switches for a store that never hears the provider's pushes: what a store sees of changes
+    /// made by another process that could not notify it. Build the store with
+    /// [`crate::Env::store_with_faults`]; only its fallback poll finds such changes.
+    pub fn without_pushes() -> Faults {
+        Faults {
+            without_pushes: true,
+            ..Faults::default()
+        }
+    }
+
+    /// From now on, `load`, `save` and `unlock` calls wait (before reaching the provider) until
+    /// [`Faults::release`].
+    pub fn hold(&self) {
+        *lock(&self.hold) = Some(watch::Sender::new(true));
+    }
+
+    /// Lets held calls through.
+    pub fn release(&self) {
+        if let Some(tx) = lock(&self.hold).take() {
+            tx.send_replace(false);
+        }
+    }
+
+    /// How many times the provider method `name` was called through this store.
+    pub fn calls(&self, name: &str) -> usize {
+        lock(&self.calls).get(name).copied().unwrap_or(0)
+    }
+
+    fn count(&self, name: &'static str) {
+        *lock(&self.calls).entry(name).or_default() += 1;
+    }
+
+    async fn gate(&self) {
+        let rx = lock(&self.hold).as_ref().map(|tx| tx.subscribe());
+        if let Some(mut rx) = rx {
+            let _ = rx.wait_for(|held| !held).await;
+        }
+    }
+}
+
+/// Wraps the provider under test with [`Faults`].
+#[derive(Debug)]
+pub struct FaultyProvider {
+    inner: Arc<dyn TestProvider>,
+    faults: Arc<Faults>,
+}
+
+impl FaultyProvider {
+    /// Wraps `inner`, switched by `faults`.
+    pub(crate) fn new(inner: Arc<dyn TestProvider>, faults: Arc<Faults>) -> FaultyProvider {
+        FaultyProvider { inner, faults }
+    }
+}
+
+#[async_trait::async_trait]
+impl PersistenceProvider for FaultyProvider {
+    fn clock(&self) -> SharedClock {
+        self.inner.clock()
+    }
+    fn wake_ups(&self) -> WakeUps {
+        if self.faults.without_pushes {
+            return watch::channel(0).1; // its sender is gone: it never fires
+        }
+        self.inner.wake_ups()
+    }
+    async fn create_owner(&self, owner: NewOwner) -> Result<OwnerInfo, StoreError> {
+        self.faults.count("create_owner");
+        self.inner.create_owner(owner).await
+    }
+    async fn renew_lease(&self, owner: OwnerId, lease: Duration) -> Result<LeaseState, StoreError> {
+        self.faults.count("renew_lease");
+        if self.faults.fail_renewals.load(Ordering::SeqCst) {
+            return Err(StoreError::Storage(instore::StorageError::unavailable(
+                "injected renewal failure",
+            )));
+        }
+        self.inner.renew_lease(owner, lease).await
+    }
+    async fn delete_owner(&self, owner: OwnerId) -> Result<(), StoreError> {
+        self.faults.count("delete_owner");
+        self.inner.delete_owner(owner).await
+    }
+    async fn load(
+        &self,
+        owner: OwnerId,
+        request: LoadRequest,
+    ) -> Result<InstanceSnapshot, StoreError> {
+        self.faults.count("load");
+        self.faults.gate().await;
+        self.inner.load(owner, request).await
+    }
+    async fn save(
+        &self,
+        owner: OwnerId,
+        request: SaveRequest,
+    ) -> Result<InstanceSnapshot, StoreError> {
+        self.faults.count("save");
+        self.faults.gate().await;
+        self.inner.save(owner, request).await
+    }
+    async fn unlock(&self, owner: OwnerId, instance: InstanceId) -> Result<(), StoreError> {
+        self.faults.count("unlock");
+        self.faults.gate().await;
+        self.inner.unlock(owner, instance).await
+    }
+    async fn try_load_runnable(
+        &self,
+        owner: OwnerId,
+        host_type: &str,
+        guards: LoadGuards,
+    ) -> Result<Option<InstanceSnapshot>, StoreError> {
+        self.faults.count("try_load_runnable");
+        self.inner.try_load_runnable(owner, host_type, guards).await
+    }
+    async fn next_runnable(&self, host_type: &str) -> Result<Option<Timestamp>, StoreError> {
+        self.faults.count("next_runnable");
+        self.inner.next_runnable(host_type).await
+    }
+    async fn activatable(&self) -> Result<Vec<Activatable>, StoreError> {
+        self.faults.count("activatable");
+        self.inner.activatable().await
+    }
+    async fn owners(&self) -> Result<Vec<OwnerInfo>, StoreError> {
+        self.inner.owners().await
+    }
+}
