@@ -9,17 +9,17 @@
 //! | with the suspension extension, Load/LoadByKey of a suspended instance → `InstanceSuspended { reason }` unless `allow_suspended` | `the_suspension_extension_rejects_loads_of_suspended_instances` |
 //! | without the extension, suspended instances load as before | `without_the_suspension_extension_suspended_instances_load_as_before` |
 //! | unsuspending an unlocked `Executing`/timed instance makes it runnable again | `unsuspending_makes_an_instance_runnable_again` |
-//!
-//! Terminate and cancel (which clear suspension) are control commands, covered with §10.
+//! | terminate and cancel clear suspension: the store-level save the control path makes (§10's control commands come with the control provider) | `a_terminating_save_clears_suspension_and_completes` |
 
 use std::time::Duration;
 
 use instore::{
-    bag, Command, ExceptionInfo, ExecutionStatus, InstanceId, InstanceStore, InstanceView, KeyId,
-    Load, LoadByKey, OwnerId, Save, StoreError, StoreSettings, SuspendChange, Suspension,
+    bag, Command, ExceptionInfo, ExecutionStatus, InstanceId, InstanceState, InstanceStore,
+    InstanceView, KeyId, Load, LoadByKey, OwnerId, Save, StoreError, StoreSettings, SuspendChange,
+    Suspension,
 };
 
-use crate::harness::{activatable, ok, run, try_load_runnable, Env, T};
+use crate::harness::{activatable, assert_err, ok, run, try_load_runnable, Env, T};
 
 fn suspend(reason: &str) -> SuspendChange {
     let exception = ExceptionInfo {
@@ -283,12 +283,67 @@ pub async fn unsuspending_makes_an_instance_runnable_again(env: &Env) {
     assert_eq!(second, Some(executing));
 }
 
+/// SPEC §9 "terminate and cancel clear suspension", §10: at the store level a terminate is a
+/// save, by a load that allows suspended instances, that records the status, clears suspension
+/// and completes the instance in one transaction. (The control command itself is §10's.)
+pub async fn a_terminating_save_clears_suspension_and_completes(env: &Env) {
+    let store = with_extension(env);
+    let owner = env.owner(&store, Some("orders")).await;
+    let id = suspended_executing(&store, owner, &[]).await;
+    let operator = env.owner(&store, None).await;
+    let h = env.handle(&store, operator, Some(id));
+    let load = Load {
+        allow_suspended: true,
+        ..Load::default()
+    };
+    store
+        .execute(&h, load, T)
+        .await
+        .expect("the control path loads suspended instances");
+    let terminate = Save {
+        suspend: SuspendChange::Unsuspend,
+        ..Save::data(bag([("a", 1i64)]))
+            .with_status(ExecutionStatus::Terminated)
+            .and_complete()
+    };
+    let view = store.execute(&h, terminate, T).await.expect("terminate");
+    let after = (view.suspension, view.state, view.status);
+    assert_eq!(
+        after,
+        (
+            None,
+            InstanceState::Completed,
+            Some(ExecutionStatus::Terminated)
+        )
+    );
+    let reload = run(
+        &store,
+        operator,
+        Some(id),
+        Load {
+            allow_suspended: true,
+            ..Load::default()
+        },
+    )
+    .await;
+    assert_err!(reload, StoreError::InstanceComplete { instance } if instance == id);
+    assert_eq!(
+        try_load_runnable(&store, owner).await.1,
+        None,
+        "never runnable again"
+    );
+}
+
 /// Lists this module's cases for [`crate::provider_tests!`].
 #[doc(hidden)]
 #[macro_export]
 macro_rules! suspension_cases {
     ($make:path) => {
         $crate::__case!($make, suspension::suspension_is_stored_with_the_instance);
+        $crate::__case!(
+            $make,
+            suspension::a_terminating_save_clears_suspension_and_completes
+        );
         $crate::__case!(
             $make,
             suspension::a_metadata_only_save_suspends_and_leaves_the_data
