@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use instore::{
-    Activatable, InstanceId, InstanceSnapshot, LeaseState, LoadGuards, LoadRequest, NewOwner,
-    OwnerId, OwnerInfo, PersistenceProvider, SaveRequest, SharedClock, StoreError, Timestamp,
-    WakeUps,
+    Activatable, InstanceId, InstanceSnapshot, LeaseState, LoadRequest, NewOwner, OwnerId,
+    OwnerInfo, PersistenceProvider, RunnableRequest, SaveRequest, SharedClock, StoreError,
+    Timestamp, WakeUps,
 };
 use tokio::sync::watch;
 
@@ -20,10 +20,15 @@ use crate::harness::TestProvider;
 pub struct Faults {
     /// Make every lease renewal fail with a transient storage error.
     pub fail_renewals: AtomicBool,
+    /// Make every unlock fail with a transient storage error (before reaching storage).
+    pub fail_unlocks: AtomicBool,
     /// The store never hears the provider's pushed wake-ups (set when the store is built).
     without_pushes: bool,
     hold: Mutex<Option<watch::Sender<bool>>>,
+    /// Calls held *after* they reached storage: the effect is committed, the answer not back.
+    hold_after: Mutex<HashMap<&'static str, watch::Sender<bool>>>,
     calls: Mutex<HashMap<&'static str, usize>>,
+    completed: Mutex<HashMap<&'static str, usize>>,
 }
 
 /// Locks a test-harness mutex; a poisoned one (a case panicked) is still usable plain data.
@@ -55,13 +60,40 @@ impl Faults {
         }
     }
 
+    /// From now on, calls of the provider method `name` (`unlock` or `delete_owner`) take effect
+    /// in storage and then wait, their answer not yet back, until [`Faults::release_after`].
+    pub fn hold_after(&self, name: &'static str) {
+        lock(&self.hold_after).insert(name, watch::Sender::new(true));
+    }
+
+    /// Lets calls held by [`Faults::hold_after`] answer.
+    pub fn release_after(&self, name: &str) {
+        if let Some(tx) = lock(&self.hold_after).remove(name) {
+            tx.send_replace(false);
+        }
+    }
+
     /// How many times the provider method `name` was called through this store.
     pub fn calls(&self, name: &str) -> usize {
         lock(&self.calls).get(name).copied().unwrap_or(0)
     }
 
+    /// How many calls of the provider method `name` have reached storage and returned there
+    /// (whether or not their answer is held).
+    pub fn completed(&self, name: &str) -> usize {
+        lock(&self.completed).get(name).copied().unwrap_or(0)
+    }
+
     fn count(&self, name: &'static str) {
         *lock(&self.calls).entry(name).or_default() += 1;
+    }
+
+    async fn done(&self, name: &'static str) {
+        *lock(&self.completed).entry(name).or_default() += 1;
+        let rx = lock(&self.hold_after).get(name).map(|tx| tx.subscribe());
+        if let Some(mut rx) = rx {
+            let _ = rx.wait_for(|held| !held).await;
+        }
     }
 
     async fn gate(&self) {
@@ -112,7 +144,9 @@ impl PersistenceProvider for FaultyProvider {
     }
     async fn delete_owner(&self, owner: OwnerId) -> Result<(), StoreError> {
         self.faults.count("delete_owner");
-        self.inner.delete_owner(owner).await
+        let result = self.inner.delete_owner(owner).await;
+        self.faults.done("delete_owner").await;
+        result
     }
     async fn load(
         &self,
@@ -135,16 +169,22 @@ impl PersistenceProvider for FaultyProvider {
     async fn unlock(&self, owner: OwnerId, instance: InstanceId) -> Result<(), StoreError> {
         self.faults.count("unlock");
         self.faults.gate().await;
-        self.inner.unlock(owner, instance).await
+        if self.faults.fail_unlocks.load(Ordering::SeqCst) {
+            return Err(StoreError::Storage(instore::StorageError::unavailable(
+                "injected unlock failure",
+            )));
+        }
+        let result = self.inner.unlock(owner, instance).await;
+        self.faults.done("unlock").await;
+        result
     }
     async fn try_load_runnable(
         &self,
         owner: OwnerId,
-        host_type: &str,
-        guards: LoadGuards,
+        request: RunnableRequest,
     ) -> Result<Option<InstanceSnapshot>, StoreError> {
         self.faults.count("try_load_runnable");
-        self.inner.try_load_runnable(owner, host_type, guards).await
+        self.inner.try_load_runnable(owner, request).await
     }
     async fn next_runnable(&self, host_type: &str) -> Result<Option<Timestamp>, StoreError> {
         self.faults.count("next_runnable");

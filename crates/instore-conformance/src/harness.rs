@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use instore::{
     bag, Activatable, Command, CreateOwner, ExecutionStatus, Extension, InstanceHandle, InstanceId,
-    InstanceSnapshot, InstanceStore, InstanceValue, InstanceView, LeaseState, Load, LoadGuards,
-    LoadRequest, ManualClock, MemoryProvider, MetadataChange, NewOwner, OwnerId, OwnerInfo,
-    PersistenceProvider, PropertyBag, Save, SaveRequest, SharedClock, StoreError, StoreSettings,
+    InstanceSnapshot, InstanceStore, InstanceValue, InstanceView, LeaseState, Load, LoadRequest,
+    ManualClock, MemoryProvider, MetadataChange, NewOwner, OwnerId, OwnerInfo, PersistenceProvider,
+    PropertyBag, RunnableRequest, Save, SaveRequest, SharedClock, StoreError, StoreSettings,
     Timestamp, WakeUps,
 };
 use tokio::task::JoinHandle;
@@ -126,12 +126,9 @@ impl PersistenceProvider for WithHooks {
     async fn try_load_runnable(
         &self,
         owner: OwnerId,
-        host_type: &str,
-        guards: LoadGuards,
+        request: RunnableRequest,
     ) -> Result<Option<InstanceSnapshot>, StoreError> {
-        self.provider
-            .try_load_runnable(owner, host_type, guards)
-            .await
+        self.provider.try_load_runnable(owner, request).await
     }
     async fn next_runnable(&self, host_type: &str) -> Result<Option<Timestamp>, StoreError> {
         self.provider.next_runnable(host_type).await

@@ -49,6 +49,11 @@ macro_rules! provider_tests {
             use super::*;
             $crate::values_cases!($make);
         }
+        mod races {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::races_cases!($make);
+        }
         mod owners {
             #[allow(unused_imports)]
             use super::*;

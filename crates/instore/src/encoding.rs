@@ -116,7 +116,14 @@ fn from_wire(value: WireValue) -> Result<Value, StoreError> {
         WireValue::Bytes(b) => Value::Bytes(b),
         WireValue::Timestamp(t) => Value::Timestamp(Timestamp::from_micros(t)),
         WireValue::Uuid(u) => Value::Uuid(Uuid::from_bytes(u)),
-        WireValue::Duration(s, n) => Value::Duration(Duration::new(s, n)),
+        WireValue::Duration(secs, nanos) if nanos < 1_000_000_000 => {
+            Value::Duration(Duration::new(secs, nanos))
+        }
+        WireValue::Duration(secs, nanos) => {
+            return Err(StoreError::Storage(StorageError::corrupt(format!(
+                "duration value has {nanos} nanoseconds past {secs} s; at most 999999999 are valid"
+            ))))
+        }
         WireValue::Json(text) => Value::Json(serde_json::from_str(&text).map_err(|e| {
             StoreError::Storage(StorageError::corrupt(format!(
                 "json value does not parse: {e}"
@@ -299,6 +306,21 @@ mod tests {
             "{err:?}"
         );
         assert!(Encoding::from_code(99).is_err());
+    }
+
+    #[test]
+    fn a_damaged_duration_is_a_corrupt_row_not_a_panic() {
+        let entries = vec![WireEntry {
+            name: "d".into(),
+            options: 0,
+            value: WireValue::Duration(u64::MAX, 1_500_000_000),
+        }];
+        let bytes = postcard::to_allocvec(&entries).unwrap();
+        let decoded = std::panic::catch_unwind(|| decode(Encoding::Postcard, &bytes));
+        assert!(
+            matches!(decoded, Ok(Err(StoreError::Storage(_)))),
+            "decoding panicked or succeeded"
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub use ids::{InstanceId, KeyId, OwnerId};
 pub use memory::MemoryProvider;
 pub use provider::{
     LeaseState, LoadGuards, LoadRequest, LoadTarget, NewOwner, OwnerInfo, PersistenceProvider,
-    SaveRequest, SaveRules, WakeUps,
+    RunnableRequest, SaveRequest, SaveRules, WakeUps,
 };
 pub use settings::{CompletionAction, LockRetry, StoreSettings};
 pub use store::{InstanceEvent, InstanceHandle, InstanceStore, InstanceStoreBuilder, StoreEvent};

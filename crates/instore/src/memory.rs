@@ -12,8 +12,9 @@ use crate::encoding::{decode, encode, encode_within, EncodedBag, EncodingSetting
 use crate::{
     apply_changes, Activatable, CompletionAction, ExecutionStatus, InstanceId, InstanceSnapshot,
     InstanceState, KeyId, KeyState, KeyView, LeaseState, LoadGuards, LoadRequest, LoadTarget,
-    NewKey, NewOwner, OwnerId, OwnerInfo, PersistenceProvider, PropertyBag, SaveRequest,
-    SharedClock, StoreError, SuspendChange, Suspension, SystemClock, Timestamp, WakeUps,
+    NewKey, NewOwner, OwnerId, OwnerInfo, PersistenceProvider, PropertyBag, RunnableRequest,
+    SaveRequest, SharedClock, StoreError, SuspendChange, Suspension, SystemClock, Timestamp,
+    WakeUps,
 };
 
 /// The in-memory provider. Everything is lost when the process ends.
@@ -393,6 +394,7 @@ impl Mem {
                         return Err(StoreError::InstanceCollision { instance: id });
                     }
                     self.check_guards(id, request.guards)?;
+                    self.snapshot(id, true)?;
                 }
                 // The lookup key first; with `create_with_id` it may be listed among the keys to
                 // associate, which then gives its metadata.
@@ -424,6 +426,10 @@ impl Mem {
         match request.held_version {
             Some(v) => self.check_held(owner, id, v, now)?,
             None => self.can_acquire(owner, id, &request.busy, now)?,
+        }
+        // A row that no longer decodes fails the save before anything changes.
+        if self.instances.contains_key(&id) {
+            self.snapshot(id, false)?;
         }
 
         // Keys, in order: associate, complete, free — simulated on an overlay first.
@@ -715,8 +721,7 @@ impl PersistenceProvider for MemoryProvider {
     async fn try_load_runnable(
         &self,
         owner: OwnerId,
-        host_type: &str,
-        guards: LoadGuards,
+        request: RunnableRequest,
     ) -> Result<Option<InstanceSnapshot>, StoreError> {
         let now = self.clock.now();
         let mut mem = self.mem();
@@ -724,8 +729,10 @@ impl PersistenceProvider for MemoryProvider {
         let mut candidates: Vec<(Timestamp, InstanceId)> = mem
             .instances
             .iter()
-            .filter(|(_, r)| {
-                r.host_type.as_deref() == Some(host_type) && r.lock_owner != Some(owner)
+            .filter(|(id, r)| {
+                r.host_type.as_deref() == Some(request.host_type.as_str())
+                    && r.lock_owner != Some(owner)
+                    && !request.skip.contains(id)
             })
             .filter_map(|(id, r)| {
                 mem.runnable_since(r)
@@ -735,7 +742,7 @@ impl PersistenceProvider for MemoryProvider {
             .collect();
         candidates.sort();
         for (_, id) in candidates {
-            if mem.check_guards(id, guards).is_err() {
+            if mem.check_guards(id, request.guards).is_err() {
                 continue;
             }
             if let Err(e) = mem.snapshot(id, true) {

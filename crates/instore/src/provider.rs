@@ -137,6 +137,18 @@ pub struct SaveRequest {
     pub rules: SaveRules,
 }
 
+/// A `TryLoadRunnable` request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunnableRequest {
+    /// Only instances of this host type.
+    pub host_type: String,
+    /// Extension guards.
+    pub guards: LoadGuards,
+    /// Instances other handles of the caller's owner hold or are acquiring: never taken, even if
+    /// runnable (the runtime's bookkeeping of who holds what must stay true).
+    pub skip: Vec<InstanceId>,
+}
+
 /// Push notifications from a provider: the counter moves whenever something may have become
 /// runnable (a save or unlock that left an `Executing` or timed instance unlocked, an owner
 /// deleted, ...). Watchers re-ask [`PersistenceProvider::next_runnable`].
@@ -204,14 +216,13 @@ pub trait PersistenceProvider: Debug + Send + Sync + 'static {
     /// does nothing. The instance may enter the runnable set, as after a save with `unlock`.
     async fn unlock(&self, owner: OwnerId, instance: InstanceId) -> Result<(), StoreError>;
 
-    /// Acquires and loads the runnable instance of `host_type` that has been runnable longest
-    /// (SPEC §6.5, §8). An instance that cannot be loaded (for instance its row does not decode)
+    /// Acquires and loads the runnable instance of `request.host_type` that has been runnable
+    /// longest (SPEC §6.5, §8), leaving out `request.skip`. An instance that cannot be loaded (for instance its row does not decode)
     /// is removed from the runnable set and the next one is tried. `Ok(None)` if none.
     async fn try_load_runnable(
         &self,
         owner: OwnerId,
-        host_type: &str,
-        guards: LoadGuards,
+        request: RunnableRequest,
     ) -> Result<Option<InstanceSnapshot>, StoreError>;
 
     /// When the next instance of `host_type` becomes runnable: `Some(t <= now)` if one is

@@ -71,13 +71,42 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
+    /// RFC 3339 in UTC with microseconds (`2026-11-21T06:00:00.000000Z`). Every representable
+    /// instant prints: years past 9999 get a sign, as ISO 8601's extended years do.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MICROS_PER_DAY: i64 = 86_400_000_000;
+        let days = self.0.div_euclid(MICROS_PER_DAY);
+        let of_day = self.0.rem_euclid(MICROS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        let (secs, micros) = (of_day / 1_000_000, of_day % 1_000_000);
+        if (0..=9999).contains(&year) {
+            write!(f, "{year:04}")?;
+        } else {
+            write!(f, "{year:+05}")?;
+        }
         write!(
             f,
-            "{}",
-            humantime::format_rfc3339_micros(self.to_system_time())
+            "-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
         )
     }
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    // Both fit: day is 1..=31 and month 1..=12 by construction.
+    let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
+    let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 impl fmt::Debug for Timestamp {
@@ -184,6 +213,26 @@ mod tests {
         assert!(!task.is_finished());
         clock.advance(Duration::from_secs(1));
         task.await.unwrap();
+    }
+
+    #[test]
+    fn timestamps_far_from_today_display_without_panicking() {
+        assert_eq!(
+            Timestamp::from_micros(-1_000_000).to_string(),
+            "1969-12-31T23:59:59.000000Z"
+        );
+        assert_eq!(
+            Timestamp::from_micros(-62_135_596_800_000_000).to_string(),
+            "0001-01-01T00:00:00.000000Z"
+        );
+        assert_eq!(
+            Timestamp::from_micros(253_402_300_800_000_000).to_string(),
+            "+10000-01-01T00:00:00.000000Z"
+        );
+        for t in [i64::MIN, i64::MAX] {
+            let shown = format!("{:?}", Timestamp::from_micros(t));
+            assert!(shown.ends_with('Z'), "{shown}");
+        }
     }
 
     #[test]

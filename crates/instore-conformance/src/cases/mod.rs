@@ -6,6 +6,7 @@ pub mod keys;
 pub mod load;
 pub mod locks;
 pub mod owners;
+pub mod races;
 pub mod runnable;
 pub mod runtime;
 pub mod save;

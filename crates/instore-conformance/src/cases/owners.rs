@@ -415,12 +415,30 @@ pub async fn one_host_uses_several_stores_at_once(env: &Env) {
     assert_err!(result, StoreError::Invalid { .. });
 }
 
+/// SPEC §4: an owner created with a lease shorter than the store's renewal interval is still
+/// renewed in time (renewals follow the shortest lease), so it is never lost while healthy.
+pub async fn an_owner_with_a_lease_shorter_than_the_renewal_interval_stays_alive(env: &Env) {
+    let store = env.store(); // renews every 30 s
+    let short = CreateOwner {
+        lease: Some(Duration::from_secs(5)),
+        ..CreateOwner::host_type("orders")
+    };
+    let owner = env.owner_with(&store, short).await;
+    for _ in 0..12 {
+        env.clock.advance(Duration::from_secs(1));
+        settle().await;
+    }
+    let result = load_as(&store, owner, InstanceId::new()).await;
+    assert!(result.is_ok(), "the owner was lost: {result:?}");
+}
+
 /// Lists this module's cases for [`crate::provider_tests!`] (unformatted: one line per case).
 #[doc(hidden)]
 #[macro_export]
 #[rustfmt::skip]
 macro_rules! owners_cases {
     ($make:path) => {
+        $crate::__case!($make, owners::an_owner_with_a_lease_shorter_than_the_renewal_interval_stays_alive);
         $crate::__case!($make, owners::create_owner_registers_host_type_metadata_machine_and_lease);
         $crate::__case!($make, owners::create_owner_on_a_handle_bound_to_an_owner_is_already_bound_to_owner);
         $crate::__case!($make, owners::create_owner_rejects_an_empty_host_type_and_a_lease_under_a_second);

@@ -16,6 +16,7 @@
 //! | completion action `DeleteAll` deletes every row of the instance | `completing_with_delete_all_removes_the_instance_and_its_keys` |
 //! | an unlocked `Executing` or timed instance enters the runnable set | `runnable::*` |
 //! | a failing save changes nothing (atomic) | `a_failing_save_changes_nothing`, `values::payload_too_large_changes_nothing`, `keys::a_failing_key_change_changes_nothing` |
+//! | atomic: a save on an undecodable row fails as corrupt and changes nothing | `a_save_on_an_undecodable_instance_changes_nothing` |
 
 use std::time::Duration;
 
@@ -386,11 +387,50 @@ pub async fn a_failing_save_changes_nothing(env: &Env) {
     );
 }
 
+/// SPEC §6 atomicity: a save on an instance whose stored data no longer decodes fails as a
+/// corrupt row and changes nothing — no key associated, no lock kept.
+pub async fn a_save_on_an_undecodable_instance_changes_nothing(env: &Env) {
+    let store = env.store();
+    let owner = env.owner(&store, None).await;
+    let id = InstanceId::new();
+    ok(&store, owner, Some(id), Save::data(data(1)).and_unlock()).await;
+    env.provider.corrupt_instance_data(id).await;
+    let key = KeyId::new();
+    let metadata_only = Save {
+        keys_to_associate: vec![key.into()],
+        ..Save::default()
+    };
+    let failed = run(&store, owner, Some(id), metadata_only).await;
+    assert!(
+        matches!(failed, Err(StoreError::Storage(ref e)) if !e.is_transient()),
+        "{failed:?}"
+    );
+    let (other_store, b) = other_host(env, None).await;
+    let probe = Save {
+        keys_to_associate: vec![key.into()],
+        ..Save::data(data(9))
+    };
+    let key_is_free = run(&other_store, b, Some(InstanceId::new()), probe).await;
+    assert!(
+        key_is_free.is_ok(),
+        "the failed save associated its key: {key_is_free:?}"
+    );
+    let reload = run(&other_store, b, Some(id), Load::default()).await;
+    assert!(
+        !matches!(reload, Err(StoreError::InstanceLocked { .. })),
+        "the failed save kept the lock: {reload:?}"
+    );
+}
+
 /// Lists this module's cases for [`crate::provider_tests!`].
 #[doc(hidden)]
 #[macro_export]
 macro_rules! save_cases {
     ($make:path) => {
+        $crate::__case!(
+            $make,
+            save::a_save_on_an_undecodable_instance_changes_nothing
+        );
         $crate::__case!($make, save::save_needs_an_owner_and_an_instance);
         $crate::__case!(
             $make,

@@ -3,10 +3,13 @@
 //!
 //! A lock an owner holds is *claimed* by exactly one live handle. When that handle is freed the
 //! claim becomes `Releasing` and a background task unlocks the instance, retrying until it
-//! succeeds. A new handle of the same owner that wants the instance before the unlock has started
-//! takes the claim over and reclaims the lock at the same `lock_version`; if the unlock is
-//! already in flight it waits for it and then locks afresh (the version stays, because the lock
+//! succeeds. A new handle of the same owner that wants the instance before an unlock attempt has
+//! started takes the claim over and reclaims the lock at the same `lock_version`; if an attempt
+//! is in flight it waits for that attempt and looks again (the version stays, because the lock
 //! does not pass to another owner).
+//!
+//! Every release task has its own channel, and only the task whose channel a claim still
+//! carries may remove it: a late answer can never erase a newer claim.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +24,28 @@ use crate::{InstanceId, OwnerId, StoreError};
 pub(crate) enum Claim {
     /// Held by this live handle.
     Handle(u64),
-    /// Its handle was freed; a background task is releasing it.
+    /// Its handle was freed; a background task is releasing it. `attempts` moves after each
+    /// unlock attempt and closes when the task ends.
     Releasing {
         in_flight: bool,
-        done: watch::Receiver<bool>,
+        attempts: watch::Receiver<u64>,
     },
+}
+
+/// How a handle came to claim an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Claimed {
+    /// Nobody held it (or this handle already did).
+    Fresh,
+    /// A freed handle's lock was waiting to be released and this handle took it over: the owner
+    /// may hold the lock in storage, so if the command fails the lock must still be released.
+    TookOver,
+}
+
+/// What `claim` found under the state lock.
+enum Found {
+    Claimed(Claimed),
+    InFlight(watch::Receiver<u64>),
 }
 
 impl Inner {
@@ -35,31 +55,40 @@ impl Inner {
         owner: OwnerId,
         instance: InstanceId,
         me: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Claimed, StoreError> {
         loop {
-            let mut done = {
+            let found = {
                 let mut state = self.state();
                 let Some(entry) = state.owners.get_mut(&owner) else {
                     return Err(StoreError::OwnerLost { owner });
                 };
-                match entry.claims.get(&instance) {
-                    None
-                    | Some(Claim::Releasing {
-                        in_flight: false, ..
-                    }) => {
-                        entry.claims.insert(instance, Claim::Handle(me));
-                        return Ok(());
-                    }
-                    Some(Claim::Handle(h)) if *h == me => return Ok(()),
+                let found = match entry.claims.get(&instance) {
+                    None => Found::Claimed(Claimed::Fresh),
+                    Some(Claim::Handle(h)) if *h == me => return Ok(Claimed::Fresh),
                     Some(Claim::Handle(_)) => return Err(StoreError::HandleConflict { instance }),
                     Some(Claim::Releasing {
+                        in_flight: false, ..
+                    }) => Found::Claimed(Claimed::TookOver),
+                    Some(Claim::Releasing {
                         in_flight: true,
-                        done,
-                    }) => done.clone(),
+                        attempts,
+                    }) => Found::InFlight(attempts.clone()),
+                };
+                if let Found::Claimed(_) = found {
+                    entry.claims.insert(instance, Claim::Handle(me));
                 }
+                found
             };
-            // The unlock is in flight: wait for it, then claim afresh.
-            let _ = done.wait_for(|d| *d).await;
+            match found {
+                Found::Claimed(claimed) => return Ok(claimed),
+                // An unlock attempt is in flight: wait for it to end, then look again. If the
+                // release task is gone the store has shut down and nothing will change.
+                Found::InFlight(mut attempts) => {
+                    if attempts.changed().await.is_err() && self.shutdown.is_cancelled() {
+                        return Err(StoreError::invalid("the store is shut down; open it again"));
+                    }
+                }
+            }
         }
     }
 
@@ -77,6 +106,8 @@ impl Inner {
         };
         match entry.claims.get(&instance) {
             Some(Claim::Handle(h)) if *h != me => Err(StoreError::HandleConflict { instance }),
+            // A `Releasing` claim here means its unlock already reached storage (the provider
+            // would not have handed the instance over otherwise); the new claim wins.
             _ => {
                 entry.claims.insert(instance, Claim::Handle(me));
                 Ok(())
@@ -92,6 +123,21 @@ impl Inner {
             .owners
             .get(&owner)
             .is_some_and(|e| matches!(e.claims.get(&instance), Some(Claim::Releasing { .. })))
+    }
+
+    /// Drops handle `me`'s claim on `instance` after a failed acquiring command: forgotten if it
+    /// was fresh, released in the background if it had been taken over.
+    pub(super) fn abandon(
+        self: &Arc<Self>,
+        owner: OwnerId,
+        instance: InstanceId,
+        me: u64,
+        claimed: Claimed,
+    ) {
+        match claimed {
+            Claimed::Fresh => self.unclaim(owner, instance, me),
+            Claimed::TookOver => self.release(owner, instance, me),
+        }
     }
 
     /// Drops handle `me`'s claim on `instance` (the lock is gone or was never taken).
@@ -139,7 +185,7 @@ impl Inner {
     /// Starts releasing `instance` if handle `me` holds it or nobody does (after a command that
     /// timed out, the lock may have been taken in storage without the handle knowing).
     pub(super) fn release(self: &Arc<Self>, owner: OwnerId, instance: InstanceId, me: u64) {
-        let (tx, rx) = watch::channel(false);
+        let (attempts, rx) = watch::channel(0u64);
         {
             let mut state = self.state();
             let Some(entry) = state.owners.get_mut(&owner) else {
@@ -157,60 +203,68 @@ impl Inner {
                 instance,
                 Claim::Releasing {
                     in_flight: false,
-                    done: rx,
+                    attempts: rx,
                 },
             );
         }
         let inner = self.clone();
-        self.spawn(async move { inner.release_until_done(owner, instance, tx).await });
+        self.spawn(async move { inner.release_until_done(owner, instance, attempts).await });
+    }
+
+    /// Whether the claim on `instance` is still this task's `Releasing` one; if so, `update` it.
+    fn with_own_claim(
+        &self,
+        owner: OwnerId,
+        instance: InstanceId,
+        attempts: &watch::Sender<u64>,
+        update: impl FnOnce(&mut std::collections::HashMap<InstanceId, Claim>),
+    ) -> bool {
+        let mut state = self.state();
+        let Some(entry) = state.owners.get_mut(&owner) else {
+            return false;
+        };
+        let own = !entry.lost
+            && matches!(entry.claims.get(&instance),
+                Some(Claim::Releasing { attempts: rx, .. }) if rx.same_channel(&attempts.subscribe()));
+        if own {
+            update(&mut entry.claims);
+        }
+        own
     }
 
     async fn release_until_done(
         self: Arc<Self>,
         owner: OwnerId,
         instance: InstanceId,
-        done: watch::Sender<bool>,
+        attempts: watch::Sender<u64>,
     ) {
         let mut backoff = Duration::from_millis(100);
-        loop {
-            {
-                let mut state = self.state();
-                let Some(entry) = state.owners.get_mut(&owner) else {
-                    break;
-                };
-                match entry.claims.get_mut(&instance) {
-                    Some(Claim::Releasing { in_flight, .. }) if !entry.lost => *in_flight = true,
-                    // Taken over by a new handle, or the owner is gone: nothing to release.
-                    _ => break,
+        let set_in_flight = |flag: bool| {
+            move |claims: &mut std::collections::HashMap<InstanceId, Claim>| {
+                if let Some(Claim::Releasing { in_flight, .. }) = claims.get_mut(&instance) {
+                    *in_flight = flag;
                 }
             }
-            match self.provider.unlock(owner, instance).await {
-                Ok(()) => {
-                    let mut state = self.state();
-                    if let Some(entry) = state.owners.get_mut(&owner) {
-                        entry.claims.remove(&instance);
-                    }
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(%owner, %instance, error = %e, "background unlock failed; retrying");
-                    {
-                        let mut state = self.state();
-                        if let Some(Claim::Releasing { in_flight, .. }) = state
-                            .owners
-                            .get_mut(&owner)
-                            .and_then(|e| e.claims.get_mut(&instance))
-                        {
-                            *in_flight = false;
-                        }
-                    }
-                    if !self.sleep(backoff).await {
-                        break;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
+        };
+        // Taken over by a new handle, or the owner is gone: nothing (more) to release.
+        while self.with_own_claim(owner, instance, &attempts, set_in_flight(true)) {
+            let result = self.provider.unlock(owner, instance).await;
+            let done = result.is_ok();
+            if let Err(e) = result {
+                tracing::warn!(%owner, %instance, error = %e, "background unlock failed; retrying");
             }
+            self.with_own_claim(owner, instance, &attempts, |claims| {
+                if done {
+                    claims.remove(&instance);
+                } else {
+                    set_in_flight(false)(claims);
+                }
+            });
+            attempts.send_modify(|n| *n += 1);
+            if done || !self.sleep(backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        let _ = done.send(true);
     }
 }

@@ -11,8 +11,7 @@ use super::Inner;
 use crate::validate::{self, Bound};
 use crate::{
     value::readable, Command, CommandContext, InstanceHandle, InstanceSnapshot, InstanceView,
-    KeyView, LoadGuards, LoadRequest, LoadTarget, LockRetry, NewOwner, OwnerId, SaveRequest,
-    SaveRules, StoreError, Timestamp,
+    KeyView, LoadGuards, LockRetry, OwnerId, StoreError, Timestamp,
 };
 
 /// Clears the handle's busy flag however the command ends (including by being dropped).
@@ -110,197 +109,34 @@ impl Inner {
         for ext in &self.extensions {
             ext.before(&ctx, &mut command, &mut guards)?;
         }
-        let view = match (&command, owner_ctx) {
-            (Command::CreateOwner(c), _) => {
-                let lease = c.lease.unwrap_or(self.settings.lease);
-                let info = self
-                    .provider
-                    .create_owner(NewOwner {
-                        host_type: c.host_type.clone(),
-                        metadata: c.metadata.clone(),
-                        lease,
-                        machine: self.machine.clone(),
-                    })
-                    .await?;
-                self.register_owner(&info, lease);
-                handle.state().owner = Some(info.id);
-                InstanceView {
-                    owner: Some(info.id),
-                    ..InstanceView::default()
-                }
-            }
-            (Command::DeleteOwner, Some((owner, _))) => {
-                self.provider.delete_owner(owner).await?;
-                self.mark_deleted(owner);
-                self.free_handle(handle);
-                InstanceView {
-                    owner: Some(owner),
-                    ..InstanceView::default()
-                }
-            }
+        let dispatched = match (&command, owner_ctx) {
+            (Command::CreateOwner(c), _) => self.create_owner(handle, c).await,
+            (Command::DeleteOwner, Some((owner, _))) => self.delete_owner(handle, owner).await,
             (Command::Load(l), Some((owner, _))) => {
-                let instance = b
-                    .instance
-                    .ok_or_else(|| StoreError::invalid("Load needs an instance"))?;
-                let target = LoadTarget::Id {
-                    instance,
-                    accept_uninitialized: l.accept_uninitialized,
-                };
-                match b.lock_version {
-                    Some(held) => {
-                        let request = LoadRequest {
-                            target,
-                            held_version: Some(held),
-                            busy: Vec::new(),
-                            guards,
-                        };
-                        let snap = self.provider.load(owner, request).await;
-                        self.bind_result(handle, owner, snap)?
-                    }
-                    None => {
-                        self.claim(owner, instance, handle.id).await?;
-                        let snap = self
-                            .with_lock_retry(deadline, || {
-                                let request = LoadRequest {
-                                    target: target.clone(),
-                                    held_version: None,
-                                    busy: Vec::new(),
-                                    guards,
-                                };
-                                self.provider.load(owner, request)
-                            })
-                            .await;
-                        if snap.is_err() {
-                            self.unclaim(owner, instance, handle.id);
-                        }
-                        self.bind_result(handle, owner, snap)?
-                    }
-                }
+                self.load(handle, b, owner, l, guards, deadline).await
             }
             (Command::LoadByKey(l), Some((owner, _))) => {
-                let target = LoadTarget::Key {
-                    key: l.key,
-                    accept_uninitialized: l.accept_uninitialized,
-                    create_with_id: l.create_with_id,
-                    keys_to_associate: l.keys_to_associate.clone(),
-                };
-                let snap = loop {
-                    let attempt = self
-                        .with_lock_retry(deadline, || {
-                            let request = LoadRequest {
-                                target: target.clone(),
-                                held_version: None,
-                                busy: self.busy(owner, handle.id),
-                                guards,
-                            };
-                            self.provider.load(owner, request)
-                        })
-                        .await;
-                    match attempt {
-                        // Our own freed handle's lock, still being released: take it over.
-                        Err(StoreError::HandleConflict { instance })
-                            if self.is_releasing(owner, instance) =>
-                        {
-                            self.claim(owner, instance, handle.id).await?;
-                            self.unclaim(owner, instance, handle.id);
-                        }
-                        Ok(snap) => {
-                            self.claim_found(owner, snap.instance, handle.id)?;
-                            break Ok(snap);
-                        }
-                        Err(e) => break Err(e),
-                    }
-                };
-                self.bind_result(handle, owner, snap)?
+                self.load_by_key(handle, owner, l, guards, deadline).await
             }
-            (Command::Save(s), Some((owner, _))) => {
-                let instance = b
-                    .instance
-                    .ok_or_else(|| StoreError::invalid("Save needs an instance"))?;
-                if b.lock_version.is_none() {
-                    self.claim(owner, instance, handle.id).await?;
-                }
-                let request = SaveRequest {
-                    instance,
-                    held_version: b.lock_version,
-                    busy: Vec::new(),
-                    save: s.clone(),
-                    rules: SaveRules {
-                        max_payload_bytes: self.settings.max_payload_bytes,
-                        encoding: self.settings.encoding,
-                        completion: self.settings.completion,
-                    },
-                };
-                let snap = self.provider.save(owner, request).await;
-                match snap {
-                    Ok(snap) if !snap.locked => {
-                        // Unlocked (or completed): the lock is released in storage already.
-                        self.unclaim(owner, instance, handle.id);
-                        {
-                            let mut hb = handle.state();
-                            hb.lock_version = None;
-                        }
-                        self.free_handle(handle);
-                        view_of(owner, &snap, false)
-                    }
-                    other => {
-                        if other.is_err() && b.lock_version.is_none() {
-                            self.unclaim(owner, instance, handle.id);
-                        }
-                        self.bind_result(handle, owner, other)?
-                    }
-                }
-            }
+            (Command::Save(s), Some((owner, _))) => self.save(handle, b, owner, s).await,
             (Command::TryLoadRunnable, Some((owner, ctx))) => {
-                let host_type = ctx.host_type.ok_or(StoreError::HostTypeRequired)?;
-                let seq = self.signal_seq(owner);
-                match self
-                    .provider
-                    .try_load_runnable(owner, &host_type, guards)
-                    .await?
-                {
-                    None => {
-                        self.reset_signal(owner, seq);
-                        self.rescan.notify_one();
-                        InstanceView {
-                            owner: Some(owner),
-                            ..InstanceView::default()
-                        }
-                    }
-                    Some(snap) => {
-                        self.claim_found(owner, snap.instance, handle.id)?;
-                        self.bind_result(handle, owner, Ok(snap))?
-                    }
-                }
+                self.try_load_runnable(handle, owner, &ctx, guards).await
             }
-            (Command::QueryActivatable, Some((owner, _))) => {
-                let activatable = self.provider.activatable().await?;
-                InstanceView {
-                    owner: Some(owner),
-                    activatable,
-                    ..InstanceView::default()
-                }
+            (Command::QueryActivatable, Some((owner, _))) => self.query_activatable(owner).await,
+            (Command::Custom(c), _) => self.custom(&ctx, c).await,
+            (other, None) => Err(StoreError::invalid(format!(
+                "{} needs a handle bound to an owner",
+                other.name()
+            ))),
+        };
+        let view = match dispatched {
+            Ok(view) => view,
+            // Whatever command learned it, the owner is lost from now on.
+            Err(StoreError::OwnerLost { owner }) => {
+                self.mark_lost(owner);
+                return Err(StoreError::OwnerLost { owner });
             }
-            (Command::Custom(c), _) => {
-                let mut answer = None;
-                for ext in &self.extensions {
-                    if let Some(r) = ext.execute(&ctx, c).await {
-                        answer = Some(r);
-                        break;
-                    }
-                }
-                answer.unwrap_or_else(|| {
-                    Err(StoreError::CommandNotSupported {
-                        command: c.name.clone(),
-                    })
-                })?
-            }
-            (other, None) => {
-                return Err(StoreError::invalid(format!(
-                    "{} needs a handle bound to an owner",
-                    other.name()
-                )));
-            }
+            Err(e) => return Err(e),
         };
         for ext in &self.extensions {
             ext.after(&ctx, &command, &view);
@@ -309,7 +145,7 @@ impl Inner {
     }
 
     /// Binds the handle to a loaded/saved instance, or handles a lost lock.
-    fn bind_result(
+    pub(super) fn bind_result(
         self: &Arc<Self>,
         handle: &HandleShared,
         owner: OwnerId,
@@ -317,22 +153,26 @@ impl Inner {
     ) -> Result<InstanceView, StoreError> {
         match snap {
             Ok(snap) => {
-                {
+                let bound = {
                     let mut b = handle.state();
-                    b.instance = Some(snap.instance);
-                    b.lock_version = snap.locked.then_some(snap.lock_version);
+                    if !b.freed {
+                        b.instance = Some(snap.instance);
+                        b.lock_version = snap.locked.then_some(snap.lock_version);
+                    }
+                    !b.freed
+                };
+                if bound || !snap.locked {
+                    return Ok(view_of(owner, &snap, snap.locked && bound));
                 }
-                Ok(view_of(owner, &snap, snap.locked))
+                // The handle was freed while the command ran: the lock it took has no holder.
+                self.release(owner, snap.instance, handle.id);
+                Ok(view_of(owner, &snap, false))
             }
             Err(StoreError::LockLost { instance }) => {
                 self.unclaim(owner, instance, handle.id);
                 handle.state().lock_version = None;
                 self.free_handle(handle);
                 Err(StoreError::LockLost { instance })
-            }
-            Err(StoreError::OwnerLost { owner }) => {
-                self.mark_lost(owner);
-                Err(StoreError::OwnerLost { owner })
             }
             // Other owners see only the holder's readable metadata.
             Err(StoreError::InstanceLocked {
@@ -351,7 +191,7 @@ impl Inner {
     /// Runs an acquiring load under the store's lock-retry policy (SPEC §5): retries on
     /// `InstanceLocked` until the next wait would pass the deadline, then returns the last
     /// `InstanceLocked`.
-    async fn with_lock_retry<F, Fut>(
+    pub(super) async fn with_lock_retry<F, Fut>(
         &self,
         deadline: Timestamp,
         mut attempt: F,

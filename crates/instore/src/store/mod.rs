@@ -4,6 +4,7 @@
 //! implement atomic storage operations ([`crate::PersistenceProvider`]).
 
 mod claims;
+mod commands;
 mod detector;
 mod events;
 mod execute;
@@ -60,6 +61,8 @@ pub(crate) struct Inner {
     /// or a `TryLoadRunnable` found nothing (the provider's "earliest" answer was the instance
     /// just loaded; the next timer is only known after a fresh look).
     rescan: Notify,
+    /// Poked when an owner with a lease shorter than the renewal cycle registers.
+    renew_sooner: Notify,
     shutdown: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -80,6 +83,8 @@ struct OwnerEntry {
     lease_expires_at: Timestamp,
     /// Lost (lease ended without renewal) or deleted: every later command answers `OwnerLost`.
     lost: bool,
+    /// A `DeleteOwner` is under way: the lease ending is deliberate, not a loss.
+    deleting: bool,
     /// Live locks of this owner, by instance: which handle holds each, or that it is being
     /// released in the background.
     claims: HashMap<InstanceId, Claim>,
@@ -146,6 +151,7 @@ impl InstanceStoreBuilder {
             state: Mutex::new(State::default()),
             events: broadcast::channel(64).0,
             rescan: Notify::new(),
+            renew_sooner: Notify::new(),
             shutdown: shutdown.clone(),
             tasks: Mutex::new(Vec::new()),
         });

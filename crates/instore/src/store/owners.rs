@@ -28,6 +28,7 @@ impl Inner {
             lease,
             lease_expires_at: info.lease_expires_at,
             lost: false,
+            deleting: false,
             claims: HashMap::new(),
             signal: watch::Sender::new(OwnerSignal::default()),
         };
@@ -38,6 +39,31 @@ impl Inner {
         }
         drop(state);
         self.rescan.notify_one();
+        if lease < self.settings.renew_every * 2 {
+            self.renew_sooner.notify_one();
+        }
+    }
+
+    /// How often renewals run: the store's `renew_every`, or half the shortest live lease if that
+    /// is sooner, so that every owner is renewed well before its lease ends.
+    fn renewal_interval(&self) -> Duration {
+        let state = self.state();
+        let shortest = state
+            .owners
+            .values()
+            .filter(|e| !e.lost)
+            .map(|e| e.lease / 2)
+            .min();
+        shortest.map_or(self.settings.renew_every, |half| {
+            half.min(self.settings.renew_every)
+        })
+    }
+
+    /// Marks (or unmarks, if the deletion failed) an owner as being deleted.
+    pub(super) fn set_deleting(&self, owner: OwnerId, deleting: bool) {
+        if let Some(entry) = self.state().owners.get_mut(&owner) {
+            entry.deleting = deleting;
+        }
     }
 
     /// The owner's context if it is alive. An owner whose lease has passed by the store's clock
@@ -91,7 +117,7 @@ impl Inner {
             let Some(entry) = state.owners.get_mut(&owner) else {
                 return;
             };
-            if entry.lost {
+            if entry.lost || entry.deleting {
                 return;
             }
             entry.lost = true;
@@ -108,6 +134,14 @@ impl Inner {
         tracing::warn!(%owner, "owner lost: its lease ended before it could be renewed");
         let _ = self.events.send(StoreEvent::OwnerLost { owner });
         self.rescan.notify_one();
+        // The runtime may give up before storage does (a renewal answered too late): end the
+        // lease there too, so nobody waits for it — least of all the replacement.
+        let inner = self.clone();
+        self.spawn(async move {
+            if let Err(e) = inner.provider.delete_owner(owner).await {
+                tracing::debug!(%owner, error = %e, "could not end a lost owner's lease in storage");
+            }
+        });
         if self.settings.auto_recover_owner {
             let inner = self.clone();
             let (host_type, metadata, lease) = replacement;
@@ -156,16 +190,19 @@ impl Inner {
     }
 }
 
-/// The renewal task: renews every `renew_every`, or every second while renewals fail.
+/// The renewal task: renews every [`Inner::renewal_interval`], or every second while renewals
+/// fail, and at once when an owner with a short lease registers.
 pub(super) async fn run_renewals(inner: Arc<Inner>) {
     loop {
+        let interval = inner.renewal_interval();
         let wait = if renew_all(&inner).await {
-            inner.settings.renew_every
+            interval
         } else {
-            RETRY_EVERY
+            RETRY_EVERY.min(interval)
         };
-        if !inner.sleep(wait).await {
-            return;
+        tokio::select! {
+            slept = inner.sleep(wait) => if !slept { return },
+            _ = inner.renew_sooner.notified() => {}
         }
     }
 }
