@@ -11,6 +11,7 @@
 //! | `DeleteOwner` expires the lease now (instances takeable at once) and frees the handle | `delete_owner_makes_its_instances_takeable_at_once_and_frees_the_handle` |
 //! | owners are never deleted while they hold locks; expired owners holding nothing are cleaned up | `expired_owners_holding_nothing_are_cleaned_up_but_lock_holders_are_kept`, `deleted_owner_holding_locks_stays_stored_until_its_locks_pass_on` |
 //! | one store hosts several owners; a host uses several stores | `one_store_hosts_several_owners_at_once`, `one_host_uses_several_stores_at_once` |
+//! | renewals follow the shortest lease of the store's owners | `an_owner_with_a_lease_shorter_than_the_renewal_interval_stays_alive` |
 //!
 //! The `HasRunnableWorkflow` binding of a `CreateOwner` handle with a host type is in `events`.
 
