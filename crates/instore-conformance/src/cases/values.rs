@@ -236,7 +236,9 @@ pub async fn write_only_values_are_persisted_but_not_loaded_back(env: &Env) {
         .expect("metadata-only save");
 
     let (other, reader) = other_host(env, None).await;
-    let view = ok(&other, reader, Some(id), Load::default()).await;
+    // Keep the handle: dropping it would release the lock the raw re-read below relies on.
+    let reading = env.handle(&other, reader, Some(id));
+    let view = ok_on(&other, &reading, Load::default()).await;
     assert_eq!(view.data, data, "reloaded data has no write-only values");
     let meta = bag([
         ("meta:n", InstanceValue::new(1i64)),

@@ -206,9 +206,13 @@ impl Inner {
             LockRetry::AggressiveRetry => Duration::from_millis(100),
         };
         loop {
+            // Retries keep their cadence from the start of each attempt, however long the
+            // attempt itself took.
+            let started = self.clock.now();
             match attempt().await {
                 Err(e @ StoreError::InstanceLocked { .. }) => {
-                    if self.clock.now().plus(wait) > deadline || !self.sleep(wait).await {
+                    let next = started.plus(wait);
+                    if next > deadline || !self.sleep_until(next).await {
                         return Err(e);
                     }
                     if self.settings.lock_retry == LockRetry::AggressiveRetry {

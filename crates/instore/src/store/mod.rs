@@ -155,7 +155,9 @@ impl InstanceStoreBuilder {
             shutdown: shutdown.clone(),
             tasks: Mutex::new(Vec::new()),
         });
-        let renewals = tokio::spawn(owners::run_renewals(inner.clone()));
+        // Nothing to renew at start: the first pass is one interval in.
+        let first_renewal = inner.clock.now().plus(inner.settings.renew_every);
+        let renewals = tokio::spawn(owners::run_renewals(inner.clone(), first_renewal));
         let detector = tokio::spawn(detector::run(inner.clone()));
         inner.tasks().extend([renewals, detector]);
         Ok(InstanceStore {
@@ -328,7 +330,11 @@ impl Inner {
 
     /// Sleeps on the store's clock; false if the store shut down meanwhile.
     async fn sleep(&self, d: Duration) -> bool {
-        let deadline = self.clock.now().plus(d);
+        self.sleep_until(self.clock.now().plus(d)).await
+    }
+
+    /// Sleeps until `deadline` on the store's clock; false if the store shut down meanwhile.
+    async fn sleep_until(&self, deadline: Timestamp) -> bool {
         tokio::select! {
             _ = self.shutdown.cancelled() => false,
             _ = self.clock.sleep_until(deadline) => true,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{Inner, OwnerEntry, OwnerSignal, StoreEvent};
-use crate::{LeaseState, NewOwner, OwnerId, OwnerInfo, PropertyBag, StoreError};
+use crate::{LeaseState, NewOwner, OwnerId, OwnerInfo, PropertyBag, StoreError, Timestamp};
 
 /// How often a failing renewal (or recovery) is retried.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -190,19 +190,31 @@ impl Inner {
     }
 }
 
-/// The renewal task: renews every [`Inner::renewal_interval`], or every second while renewals
-/// fail, and at once when an owner with a short lease registers.
-pub(super) async fn run_renewals(inner: Arc<Inner>) {
+/// The renewal task: renews every [`Inner::renewal_interval`] on a fixed cadence (the next
+/// renewal is due one interval after the previous one was due, however long the previous took),
+/// every second while renewals fail, and at once when an owner with a short lease registers.
+///
+/// `due` is when the first pass is due: fixed by the caller when the store is built, not when
+/// this task first runs, so a busy executor cannot shift the schedule.
+pub(super) async fn run_renewals(inner: Arc<Inner>, mut due: Timestamp) {
     loop {
-        let interval = inner.renewal_interval();
-        let wait = if renew_all(&inner).await {
-            interval
-        } else {
-            RETRY_EVERY.min(interval)
-        };
         tokio::select! {
-            slept = inner.sleep(wait) => if !slept { return },
-            _ = inner.renew_sooner.notified() => {}
+            _ = inner.shutdown.cancelled() => return,
+            _ = inner.clock.sleep_until(due) => {}
+            _ = inner.renew_sooner.notified() => due = inner.clock.now(),
+        }
+        let renewed = renew_all(&inner).await;
+        let now = inner.clock.now();
+        let interval = inner.renewal_interval();
+        due = if renewed {
+            due.plus(interval)
+        } else {
+            now.plus(RETRY_EVERY.min(interval))
+        };
+        // Far behind (the process was paused, or the clock jumped): renew once more now, then
+        // keep the cadence from here.
+        if due < now {
+            due = now;
         }
     }
 }
