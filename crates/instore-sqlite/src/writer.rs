@@ -27,10 +27,24 @@ struct Ran {
 /// `None` if the caller had gone and the job did nothing.
 type Job = Box<dyn FnOnce(&Connection) -> Option<Ran> + Send>;
 
-/// A handle on the writer thread. Dropping it lets the thread finish its queue and exit.
+/// A handle on the writer thread. Dropping it lets the thread finish its queue, close the file
+/// and exit — and waits for that, so the file is closed when the provider is gone.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            // Never join ourselves (the last provider handle dropped by a job on this thread).
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
+        }
+    }
 }
 
 impl Writer {
@@ -42,7 +56,7 @@ impl Writer {
         wake: watch::Sender<u64>,
     ) -> Result<Writer, StoreError> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("instore-sqlite-writer".into())
             .spawn(move || run(conn, queue, max_batch.max(1), wake))
             .map_err(|e| {
@@ -51,7 +65,10 @@ impl Writer {
                         .with_source(e),
                 )
             })?;
-        Ok(Writer { jobs })
+        Ok(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
     }
 
     /// Runs `f` in its own savepoint of the next batch and answers after the batch commits.
@@ -87,7 +104,8 @@ impl Writer {
                 "the sqlite writer thread has stopped",
             ))
         };
-        self.jobs.send(job).map_err(|_| gone())?;
+        let jobs = self.jobs.as_ref().ok_or_else(gone)?;
+        jobs.send(job).map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
 }
