@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use instore::encoding::encode;
 use instore::{
     Activatable, InstanceId, InstanceSnapshot, InstanceStore, LeaseState, LoadRequest, NewOwner,
     OwnerId, OwnerInfo, PersistenceProvider, RunnableRequest, SaveRequest, SharedClock, StoreError,
@@ -299,13 +300,20 @@ impl PersistenceProvider for SqliteProvider {
         request: SaveRequest,
     ) -> Result<InstanceSnapshot, StoreError> {
         let (clock, _) = self.tx_now();
+        // Encoding (and compressing) the data is the heavy part of a save: do it here, on the
+        // caller's task, so the single writer thread only writes.
+        let encoded = request
+            .save
+            .data
+            .as_ref()
+            .map(|d| encode(d, &request.rules.encoding));
         self.writer
             .call(move |conn| {
                 Tx {
                     conn,
                     now: clock.now(),
                 }
-                .save(owner, &request)
+                .save(owner, &request, encoded)
             })
             .await
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use instore::encoding::{encode, encode_within, EncodingSettings};
+use instore::encoding::{encode, encode_within, EncodedBag, EncodingSettings};
 use instore::{
     apply_changes, CompletionAction, ExecutionStatus, InstanceId, InstanceSnapshot, InstanceState,
     KeyId, KeyState, KeyView, LoadGuards, LoadRequest, LoadTarget, NewKey, OwnerId, PropertyBag,
@@ -135,6 +135,17 @@ impl Tx<'_> {
     }
 
     fn snapshot(&self, row: &InstanceRow, locked: bool) -> Result<InstanceSnapshot, StoreError> {
+        self.snapshot_with(row, locked, None, None)
+    }
+
+    /// A snapshot, decoding only the bags not given (a save already has them in hand).
+    fn snapshot_with(
+        &self,
+        row: &InstanceRow,
+        locked: bool,
+        data: Option<PropertyBag>,
+        metadata: Option<PropertyBag>,
+    ) -> Result<InstanceSnapshot, StoreError> {
         let keys = q::keys_of(self.conn, row.id)?
             .into_iter()
             .map(|(k, r)| {
@@ -152,8 +163,14 @@ impl Tx<'_> {
             state: row.state,
             lock_version: row.lock_version,
             locked,
-            data: q::decode_bag(&row.data)?,
-            metadata: q::decode_bag(&row.metadata)?,
+            data: match data {
+                Some(data) => data,
+                None => q::decode_bag(&row.data)?,
+            },
+            metadata: match metadata {
+                Some(metadata) => metadata,
+                None => q::decode_bag(&row.metadata)?,
+            },
             keys,
             status: row.status,
             timer: row.timer,
@@ -327,11 +344,13 @@ impl Tx<'_> {
     }
 
     /// SPEC §6.4. Checks every effect, then applies them all. Returns the snapshot and whether
-    /// the instance became runnable.
+    /// the instance became runnable. `encoded` is the request's data already encoded (off this
+    /// thread), used as is when nothing has to be dropped to fit the size limit.
     pub(crate) fn save(
         &self,
         owner: OwnerId,
         request: &SaveRequest,
+        encoded: Option<EncodedBag>,
     ) -> Result<(InstanceSnapshot, bool), StoreError> {
         let id = request.instance;
         let save = &request.save;
@@ -344,10 +363,12 @@ impl Tx<'_> {
                 row
             }
         };
-        // A row that no longer decodes fails the save before anything changes.
-        if let Some(row) = &existing {
-            self.snapshot(row, false)?;
-        }
+        // What the save must read has to decode, before anything changes: the metadata it
+        // merges into (below), and the data it keeps if it brings none.
+        let kept_data = match (&save.data, &existing) {
+            (None, Some(row)) => Some(q::decode_bag(&row.data)?),
+            _ => None,
+        };
 
         // Keys, in order: associate, complete, free — simulated on an overlay first.
         let mut overlay: HashMap<KeyId, Option<KeyState>> = HashMap::new();
@@ -395,16 +416,26 @@ impl Tx<'_> {
             None => PropertyBag::new(),
         };
         apply_changes(&mut metadata, &save.metadata_changes);
-        let (data, metadata) = match &save.data {
+        let merged = metadata;
+        // `whole`: the bags stored are exactly the bags in hand (no optional value dropped).
+        let (data, metadata, whole) = match &save.data {
             Some(data) => {
-                let (d, m) =
-                    encode_within(data, &metadata, rules.max_payload_bytes, &rules.encoding)?;
-                (Some(d), m)
+                let m = encode(&merged, &rules.encoding);
+                match encoded {
+                    Some(d) if d.logical_len + m.logical_len <= rules.max_payload_bytes => {
+                        (Some(d), m, true)
+                    }
+                    _ => {
+                        let (d, m) =
+                            encode_within(data, &merged, rules.max_payload_bytes, &rules.encoding)?;
+                        (Some(d), m, false)
+                    }
+                }
             }
             None => {
                 let data_len = existing.as_ref().map_or(0, |r| r.data.logical_len);
                 let limit = rules.max_payload_bytes.saturating_sub(data_len);
-                let (_, m) = encode_within(&PropertyBag::new(), &metadata, limit, &rules.encoding)
+                let (_, m) = encode_within(&PropertyBag::new(), &merged, limit, &rules.encoding)
                     .map_err(|e| match e {
                         StoreError::PayloadTooLarge { size, .. } => StoreError::PayloadTooLarge {
                             size: size + data_len,
@@ -412,7 +443,7 @@ impl Tx<'_> {
                         },
                         other => other,
                     })?;
-                (None, m)
+                (None, m, false)
             }
         };
 
@@ -472,7 +503,10 @@ impl Tx<'_> {
         }
         let runnable = save.unlock && self.release(&mut row);
         q::put_instance(self.conn, &row)?;
-        let snapshot = self.snapshot(&row, !save.unlock)?;
+        // The bags in hand are what was stored, unless optional values had to be dropped.
+        let data_in_hand = if whole { save.data.clone() } else { None }.or(kept_data);
+        let metadata_in_hand = whole.then_some(merged);
+        let snapshot = self.snapshot_with(&row, !save.unlock, data_in_hand, metadata_in_hand)?;
         if save.complete && rules.completion == CompletionAction::DeleteAll {
             q::delete_keys_of(self.conn, id)?;
             q::delete_instance(self.conn, id)?;

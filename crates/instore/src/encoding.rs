@@ -151,7 +151,15 @@ pub fn encode(bag: &PropertyBag, settings: &EncodingSettings) -> EncodedBag {
     let raw = encode_raw(bag);
     let logical_len = raw.len();
     if logical_len > settings.compress_above_bytes {
-        if let Ok(compressed) = zstd::bulk::compress(&raw, settings.zstd_level) {
+        // Kept only if it saves space: incompressible payloads stay as they are (and cost no
+        // decompression when read).
+        if let Ok(compressed) = zstd::bulk::compress(&raw, settings.zstd_level).and_then(|c| {
+            if c.len() < raw.len() {
+                Ok(c)
+            } else {
+                Err(std::io::Error::other("no gain"))
+            }
+        }) {
             return EncodedBag {
                 encoding: Encoding::PostcardZstd,
                 bytes: compressed,
@@ -281,6 +289,27 @@ mod tests {
         let e = encode(&b, &EncodingSettings::default());
         assert_eq!(e.encoding, Encoding::PostcardZstd);
         assert!(e.bytes.len() < 10_000);
+        assert_eq!(decode(e.encoding, &e.bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn incompressible_bags_are_stored_uncompressed() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..8192)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        let b = bag([("noise", noise)]);
+        let e = encode(&b, &EncodingSettings::default());
+        assert_eq!(
+            e.encoding,
+            Encoding::Postcard,
+            "zstd would not make it smaller"
+        );
         assert_eq!(decode(e.encoding, &e.bytes).unwrap(), b);
     }
 

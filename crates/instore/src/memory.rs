@@ -427,9 +427,10 @@ impl Mem {
             Some(v) => self.check_held(owner, id, v, now)?,
             None => self.can_acquire(owner, id, &request.busy, now)?,
         }
-        // A row that no longer decodes fails the save before anything changes.
-        if self.instances.contains_key(&id) {
-            self.snapshot(id, false)?;
+        // What the save must read has to decode, before anything changes: the metadata it
+        // merges into (below), and the data it keeps if it brings none.
+        if let (None, Some(row)) = (&save.data, self.instances.get(&id)) {
+            decode(row.data.encoding, &row.data.bytes)?;
         }
 
         // Keys, in order: associate, complete, free — simulated on an overlay first.
