@@ -1,0 +1,385 @@
+//! The results: medians over runs, ratios to the baselines, the table and the JSON document, and
+//! the machine and settings they were measured with.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::baseline::RawMode;
+use crate::driver::Sample;
+use crate::workloads::{Subject, Workload};
+
+/// Every run of one workload × subject × handles.
+#[derive(Debug)]
+pub struct Row {
+    /// The workload.
+    pub workload: Workload,
+    /// What it ran on.
+    pub subject: Subject,
+    /// Concurrent handles (host loops for `timers`).
+    pub handles: usize,
+    /// One sample per run.
+    pub samples: Vec<Sample>,
+}
+
+/// Medians over the runs of a row, each metric on its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Summary {
+    /// Operations recorded.
+    pub ops: u64,
+    /// Operations per second (`None` for `timers`).
+    pub ops_per_sec: Option<f64>,
+    /// Median latency, µs.
+    pub p50: u64,
+    /// 99th percentile, µs.
+    pub p99: u64,
+    /// Maximum, µs.
+    pub max: u64,
+}
+
+fn median_u64(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    match v.len() {
+        0 => 0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2,
+    }
+}
+
+fn median_f64(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(v[n / 2]),
+        n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+impl Row {
+    /// The medians.
+    pub fn summary(&self) -> Summary {
+        let each = |f: &dyn Fn(&Sample) -> u64| self.samples.iter().map(f).collect::<Vec<_>>();
+        Summary {
+            ops: median_u64(each(&|s| s.ops)),
+            ops_per_sec: median_f64(
+                self.samples
+                    .iter()
+                    .filter_map(Sample::ops_per_sec)
+                    .collect(),
+            ),
+            p50: median_u64(each(&|s| s.hist.value_at_quantile(0.5))),
+            p99: median_u64(each(&|s| s.hist.value_at_quantile(0.99))),
+            max: median_u64(each(&|s| s.hist.max())),
+        }
+    }
+
+    fn notes(&self) -> String {
+        let mut notes: Vec<&str> = Vec::new();
+        for n in self.samples.iter().filter_map(|s| s.note.as_deref()) {
+            if !notes.contains(&n) {
+                notes.push(n);
+            }
+        }
+        notes.join(" | ")
+    }
+}
+
+/// The baselines ratios are taken against, in column order.
+const RATIO_BASELINES: [&str; 2] = ["raw-txn", "raw-batch"];
+
+/// `row ÷ baseline` for ops/s, and for p50 (the p50 ratio is shown for one handle only).
+struct Ratios {
+    ops: [Option<f64>; 2],
+    p50_vs_txn: Option<f64>,
+}
+
+fn ratios(row: &Row, rows: &[Row]) -> Ratios {
+    let me = row.summary();
+    let baseline = |name: &str| {
+        rows.iter()
+            .find(|b| {
+                b.workload == row.workload
+                    && b.handles == row.handles
+                    && b.subject.name() == name
+                    && b.subject != row.subject
+            })
+            .map(Row::summary)
+    };
+    let ops = RATIO_BASELINES.map(|name| {
+        let b = baseline(name)?;
+        Some(me.ops_per_sec? / b.ops_per_sec.filter(|x| *x > 0.0)?)
+    });
+    let p50_vs_txn = baseline("raw-txn")
+        .filter(|b| row.handles == 1 && b.p50 > 0)
+        .map(|b| me.p50 as f64 / b.p50 as f64);
+    Ratios { ops, p50_vs_txn }
+}
+
+/// A latency in µs, for people.
+pub fn fmt_latency(micros: u64) -> String {
+    if micros < 1_000 {
+        format!("{micros}µs")
+    } else if micros < 1_000_000 {
+        format!("{:.2}ms", micros as f64 / 1_000.0)
+    } else {
+        format!("{:.2}s", micros as f64 / 1_000_000.0)
+    }
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}×"))
+}
+
+/// The results table (medians of the runs).
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "workload",
+        "subject",
+        "handles",
+        "ops",
+        "ops/s",
+        "p50",
+        "p99",
+        "max",
+        "ops/s÷raw-txn",
+        "ops/s÷raw-batch",
+        "p50÷raw-txn",
+        "note",
+    ];
+    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    for row in rows {
+        let s = row.summary();
+        let r = ratios(row, rows);
+        cells.push(vec![
+            row.workload.name().to_owned(),
+            row.subject.name().to_owned(),
+            row.handles.to_string(),
+            s.ops.to_string(),
+            s.ops_per_sec
+                .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}")),
+            fmt_latency(s.p50),
+            fmt_latency(s.p99),
+            fmt_latency(s.max),
+            fmt_ratio(r.ops[0]),
+            fmt_ratio(r.ops[1]),
+            fmt_ratio(r.p50_vs_txn),
+            row.notes(),
+        ]);
+    }
+    let columns = header.len();
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            cells
+                .iter()
+                .map(|r| r[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (i, line) in cells.iter().enumerate() {
+        let mut text = String::new();
+        for (c, cell) in line.iter().enumerate() {
+            let pad = widths[c] - cell.chars().count();
+            // Names and notes left-aligned, numbers right-aligned.
+            if c < 2 || c == columns - 1 {
+                text.push_str(cell);
+                if c != columns - 1 {
+                    text.push_str(&" ".repeat(pad));
+                }
+            } else {
+                text.push_str(&" ".repeat(pad));
+                text.push_str(cell);
+            }
+            if c != columns - 1 {
+                text.push_str("  ");
+            }
+        }
+        let _ = writeln!(out, "{}", text.trim_end());
+        if i == 0 {
+            let total: usize = widths.iter().sum::<usize>() + 2 * (columns - 1);
+            let _ = writeln!(out, "{}", "-".repeat(total.min(160)));
+        }
+    }
+    out
+}
+
+/// The whole result as JSON: machine, settings, and per row the medians, ratios and every run.
+pub fn json(rows: &[Row], machine: &Machine, settings: Value) -> Value {
+    let results: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            let s = row.summary();
+            let r = ratios(row, rows);
+            let runs: Vec<Value> = row
+                .samples
+                .iter()
+                .map(|x| {
+                    json!({
+                        "ops": x.ops,
+                        "elapsed_s": x.elapsed.map(|d| d.as_secs_f64()),
+                        "ops_per_sec": x.ops_per_sec(),
+                        "p50_us": x.hist.value_at_quantile(0.5),
+                        "p99_us": x.hist.value_at_quantile(0.99),
+                        "max_us": x.hist.max(),
+                        "note": x.note,
+                    })
+                })
+                .collect();
+            json!({
+                "workload": row.workload.name(),
+                "subject": row.subject.name(),
+                "baseline": row.subject.is_baseline(),
+                "raw_batch_max": match row.subject {
+                    Subject::Raw(RawMode::Batch(n)) => Some(n),
+                    _ => None,
+                },
+                "handles": row.handles,
+                "ops": s.ops,
+                "ops_per_sec": s.ops_per_sec,
+                "p50_us": s.p50,
+                "p99_us": s.p99,
+                "max_us": s.max,
+                "ops_per_sec_vs_raw_txn": r.ops[0],
+                "ops_per_sec_vs_raw_batch": r.ops[1],
+                "p50_vs_raw_txn": r.p50_vs_txn,
+                "runs": runs,
+            })
+        })
+        .collect();
+    json!({
+        "machine": machine.json(),
+        "settings": settings,
+        "results": results,
+    })
+}
+
+/// The machine and code a result was measured on.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// CPU model (from /proc/cpuinfo).
+    pub cpu: String,
+    /// Logical CPUs available.
+    pub cpus: usize,
+    /// Memory (from /proc/meminfo), KiB.
+    pub mem_kib: Option<u64>,
+    /// Git commit of the source tree this binary was built from, `+dirty` if it had changes.
+    pub commit: String,
+    /// File system type of the database directory.
+    pub fs: String,
+    /// Load averages (1, 5, 15 min) when the run started: other work on the machine skews results.
+    pub load: String,
+}
+
+impl Machine {
+    /// Reads it from the system; anything unreadable is "unknown".
+    pub fn detect(dir: &Path) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
+        let mem_kib = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        });
+        Self {
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(0, usize::from),
+            mem_kib,
+            commit: git_commit(),
+            fs: fs_type(dir),
+            load: std::fs::read_to_string("/proc/loadavg")
+                .ok()
+                .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+                .unwrap_or_else(|| "unknown".to_owned()),
+        }
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "cpu": self.cpu,
+            "cpus": self.cpus,
+            "mem_kib": self.mem_kib,
+            "commit": self.commit,
+            "db_fs": self.fs,
+            "load_average_at_start": self.load,
+        })
+    }
+
+    /// One line for people.
+    pub fn describe(&self) -> String {
+        let mem = self.mem_kib.map_or_else(
+            || "? GiB".to_owned(),
+            |k| format!("{:.1} GiB", k as f64 / 1024.0 / 1024.0),
+        );
+        format!(
+            "{} × {} CPUs, {mem} RAM, load average {} at start; commit {}",
+            self.cpu, self.cpus, self.load, self.commit
+        )
+    }
+}
+
+fn git_commit() -> String {
+    let src = env!("CARGO_MANIFEST_DIR");
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(src)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    match git(&["rev-parse", "--short=12", "HEAD"]) {
+        Some(commit) => {
+            let dirty = git(&["status", "--porcelain"]).is_some_and(|s| !s.is_empty());
+            if dirty {
+                format!("{commit}+dirty")
+            } else {
+                commit
+            }
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
+/// The type of the file system holding `dir` (longest mount point that prefixes it).
+fn fs_type(dir: &Path) -> String {
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, mount, fs) = (f.next()?, f.next()?, f.next()?);
+            dir.starts_with(mount).then(|| (mount.len(), fs.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map_or_else(|| "unknown".to_owned(), |(_, fs)| fs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median_u64(vec![5, 1, 3]), 3);
+        assert_eq!(median_u64(vec![4, 1, 3, 2]), 2);
+        assert_eq!(median_f64(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median_f64(vec![]), None);
+    }
+
+    #[test]
+    fn latencies_read_in_the_right_unit() {
+        assert_eq!(fmt_latency(999), "999µs");
+        assert_eq!(fmt_latency(1_500), "1.50ms");
+        assert_eq!(fmt_latency(2_500_000), "2.50s");
+    }
+}
