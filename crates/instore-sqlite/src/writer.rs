@@ -126,20 +126,21 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, max_batch: usize, wake: wat
         }
         let mut ran = Vec::with_capacity(batch.len());
         for job in batch {
-            if let Err(e) = conn.execute_batch("savepoint command") {
+            if let Err(e) = statement(&conn, "savepoint command") {
                 tracing::error!(error = %e, "sqlite writer cannot open a savepoint");
                 continue;
             }
             let Some(done) = job(&conn) else {
-                let _ = conn.execute_batch("release command");
+                let _ = statement(&conn, "release command");
                 continue;
             };
-            let end = if done.ok {
-                "release command"
+            let closed = if done.ok {
+                statement(&conn, "release command")
             } else {
-                "rollback to command; release command"
+                statement(&conn, "rollback to command")
+                    .and_then(|()| statement(&conn, "release command"))
             };
-            if let Err(e) = conn.execute_batch(end) {
+            if let Err(e) = closed {
                 tracing::error!(error = %e, "sqlite writer cannot close a savepoint");
             }
             ran.push(done);
@@ -157,4 +158,10 @@ fn run(conn: Connection, queue: mpsc::Receiver<Job>, max_batch: usize, wake: wat
             wake.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
+}
+
+/// Runs a statement from the connection's cache: the savepoint statements run twice per
+/// command, on the one thread every write waits for, so they are parsed once.
+fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
