@@ -23,6 +23,7 @@
 pub mod cases;
 mod faults;
 pub mod harness;
+pub mod model;
 
 pub use harness::{Env, Faults, TestProvider, WithHooks, T};
 
