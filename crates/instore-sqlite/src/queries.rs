@@ -232,7 +232,27 @@ pub(crate) fn get_instance(
     conn: &Connection,
     id: InstanceId,
 ) -> Result<Option<InstanceRow>, StoreError> {
-    let sql = format!("select {INSTANCE_COLUMNS} from instances where id = ?1");
+    select_instance(conn, id, INSTANCE_COLUMNS)
+}
+
+/// An instance row without its data blob (`data` left empty, `data_len` kept): for a save that
+/// replaces the data anyway, so the old blob is never copied out of the database.
+pub(crate) fn get_instance_without_data(
+    conn: &Connection,
+    id: InstanceId,
+) -> Result<Option<InstanceRow>, StoreError> {
+    const COLUMNS: &str = "id, state, lock_owner, last_lock_owner, lock_version, status, timer, ready_at, \
+         suspended, suspension_reason, exception_name, exception_message, host_type, bookmarks, created_at, \
+         updated_at, x'', data_encoding, data_len, metadata, metadata_encoding, metadata_len";
+    select_instance(conn, id, COLUMNS)
+}
+
+fn select_instance(
+    conn: &Connection,
+    id: InstanceId,
+    columns: &str,
+) -> Result<Option<InstanceRow>, StoreError> {
+    let sql = format!("select {columns} from instances where id = ?1");
     let raw = conn
         .prepare_cached(&sql)
         .or_storage()?

@@ -34,13 +34,19 @@ impl Tx<'_> {
         }
     }
 
+    /// The row the caller holds at `version` (its data blob only if `with_data`), or `LockLost`.
     fn check_held(
         &self,
         owner: OwnerId,
         id: InstanceId,
         version: u64,
+        with_data: bool,
     ) -> Result<InstanceRow, StoreError> {
-        let row = q::get_instance(self.conn, id)?;
+        let row = if with_data {
+            q::get_instance(self.conn, id)?
+        } else {
+            q::get_instance_without_data(self.conn, id)?
+        };
         match row {
             Some(row)
                 if row.lock_owner == Some(owner)
@@ -239,7 +245,7 @@ impl Tx<'_> {
             let LoadTarget::Id { instance, .. } = request.target else {
                 return Err(StoreError::invalid("a lock-bound load must be by id"));
             };
-            let row = self.check_held(owner, instance, version)?;
+            let row = self.check_held(owner, instance, version, true)?;
             return self.snapshot(&row, true);
         }
         self.check_caller(owner)?;
@@ -354,11 +360,17 @@ impl Tx<'_> {
     ) -> Result<(InstanceSnapshot, bool), StoreError> {
         let id = request.instance;
         let save = &request.save;
+        // A save that brings data never needs the old blob.
+        let old_data_needed = save.data.is_none();
         let existing = match request.held_version {
-            Some(v) => Some(self.check_held(owner, id, v)?),
+            Some(v) => Some(self.check_held(owner, id, v, old_data_needed)?),
             None => {
                 self.check_caller(owner)?;
-                let row = q::get_instance(self.conn, id)?;
+                let row = if old_data_needed {
+                    q::get_instance(self.conn, id)?
+                } else {
+                    q::get_instance_without_data(self.conn, id)?
+                };
                 self.can_acquire(owner, row.as_ref(), &request.busy)?;
                 row
             }

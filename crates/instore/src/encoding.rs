@@ -77,7 +77,9 @@ enum WireValue {
     Int(i64),
     Float(u64),
     String(String),
-    Bytes(Vec<u8>),
+    /// Written as one byte string (postcard lays it out exactly as a sequence of bytes, so rows
+    /// written either way read the same), not byte by byte.
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
     Timestamp(i64),
     Uuid([u8; 16]),
     Duration(u64, u32),
@@ -153,13 +155,9 @@ pub fn encode(bag: &PropertyBag, settings: &EncodingSettings) -> EncodedBag {
     if logical_len > settings.compress_above_bytes {
         // Kept only if it saves space: incompressible payloads stay as they are (and cost no
         // decompression when read).
-        if let Ok(compressed) = zstd::bulk::compress(&raw, settings.zstd_level).and_then(|c| {
-            if c.len() < raw.len() {
-                Ok(c)
-            } else {
-                Err(std::io::Error::other("no gain"))
-            }
-        }) {
+        if let Some(compressed) =
+            compress(&raw, settings.zstd_level).filter(|c| c.len() < raw.len())
+        {
             return EncodedBag {
                 encoding: Encoding::PostcardZstd,
                 bytes: compressed,
@@ -172,6 +170,23 @@ pub fn encode(bag: &PropertyBag, settings: &EncodingSettings) -> EncodedBag {
         bytes: raw,
         logical_len,
     }
+}
+
+/// Compresses with a zstd context kept per thread: creating a context costs more than
+/// compressing a few KiB with it.
+fn compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if !matches!(slot.as_ref(), Some((l, _)) if *l == level) {
+            *slot = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, compressor) = slot.as_mut()?;
+        compressor.compress(raw).ok()
+    })
 }
 
 /// Decodes a blob. A damaged blob is a non-transient storage error ("corrupt row").
@@ -290,6 +305,15 @@ mod tests {
         assert_eq!(e.encoding, Encoding::PostcardZstd);
         assert!(e.bytes.len() < 10_000);
         assert_eq!(decode(e.encoding, &e.bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn bytes_are_laid_out_as_a_sequence_of_bytes_was() {
+        // Rows written before bytes were serialized as one string must read the same.
+        let payload: Vec<u8> = (0..300u16).map(|i| (i % 251) as u8).collect();
+        let as_sequence = postcard::to_allocvec(&payload).unwrap();
+        let as_bytes = postcard::to_allocvec(&serde_bytes::Bytes::new(&payload)).unwrap();
+        assert_eq!(as_sequence, as_bytes);
     }
 
     #[test]
