@@ -226,14 +226,7 @@ impl PersistenceProvider for SqliteProvider {
             .call(move |conn| {
                 let now = clock.now();
                 queries::clean_up_owners(conn, now)?;
-                let info = OwnerInfo {
-                    id: OwnerId::new(),
-                    host_type: owner.host_type,
-                    metadata: owner.metadata,
-                    machine: owner.machine,
-                    created_at: now,
-                    lease_expires_at: now.plus(owner.lease),
-                };
+                let info = owner.register(now);
                 queries::insert_owner(conn, &info)?;
                 Ok((info, false))
             })

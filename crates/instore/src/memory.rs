@@ -620,14 +620,7 @@ impl PersistenceProvider for MemoryProvider {
         let now = self.clock.now();
         let mut mem = self.mem();
         mem.clean_up_owners(now);
-        let info = OwnerInfo {
-            id: OwnerId::new(),
-            host_type: owner.host_type,
-            metadata: owner.metadata,
-            machine: owner.machine,
-            created_at: now,
-            lease_expires_at: now.plus(owner.lease),
-        };
+        let info = owner.register(now);
         mem.owners.insert(info.id, info.clone());
         Ok(info)
     }

@@ -32,6 +32,21 @@ pub struct NewOwner {
     pub machine: String,
 }
 
+impl NewOwner {
+    /// The owner this request registers at `now`: a new id, `lease_expires_at = now + lease`.
+    /// What every provider's `create_owner` stores.
+    pub fn register(self, now: Timestamp) -> OwnerInfo {
+        OwnerInfo {
+            id: OwnerId::new(),
+            host_type: self.host_type,
+            metadata: self.metadata,
+            machine: self.machine,
+            created_at: now,
+            lease_expires_at: now.plus(self.lease),
+        }
+    }
+}
+
 /// An owner as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OwnerInfo {

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instore::{
-    Command, CreateOwner, InstanceId, KeyId, Load, LoadByKey, Save, StoreError, StoreSettings,
+    Command, CreateOwner, InstanceId, InstanceStore, KeyId, Load, LoadByKey, OwnerId, Save,
+    StoreError, StoreSettings,
 };
 
 use crate::harness::{
@@ -31,6 +32,26 @@ fn long_lease(env: &Env) -> StoreSettings {
         lease: Duration::from_secs(3600),
         renew_every: Duration::from_secs(1800),
         ..env.settings()
+    }
+}
+
+/// A key another instance of `owner` holds (so a save associating it fails).
+async fn key_held_elsewhere(env: &Env, store: &InstanceStore, owner: OwnerId) -> KeyId {
+    let key = KeyId::new();
+    let holder = env.handle(store, owner, Some(InstanceId::new()));
+    let save = Save {
+        keys_to_associate: vec![key.into()],
+        ..Save::data(data(0))
+    };
+    ok_on(store, &holder, save.and_unlock()).await;
+    key
+}
+
+/// A save that fails with `InstanceKeyCollision` on `key`, after every other check passed.
+fn colliding(key: KeyId) -> Save {
+    Save {
+        keys_to_associate: vec![key.into()],
+        ..Save::data(data(2))
     }
 }
 
@@ -98,18 +119,10 @@ pub async fn freeing_a_handle_while_its_load_runs_does_not_strand_the_lock(env: 
 pub async fn a_failed_takeover_of_a_pending_unlock_still_releases_the_lock(env: &Env) {
     let (store, faults) = env.store_with(long_lease(env), Vec::new());
     let owner = env.owner(&store, None).await;
-    let (id, theirs) = (InstanceId::new(), KeyId::new());
-    let other = env.handle(&store, owner, Some(InstanceId::new()));
-    ok_on(
-        &store,
-        &other,
-        Save {
-            keys_to_associate: vec![theirs.into()],
-            ..Save::data(data(0))
-        }
-        .and_unlock(),
-    )
-    .await;
+    let (id, theirs) = (
+        InstanceId::new(),
+        key_held_elsewhere(env, &store, owner).await,
+    );
     let first = env.handle(&store, owner, Some(id));
     ok_on(&store, &first, create()).await;
     ok_on(&store, &first, Save::data(data(1))).await;
@@ -118,10 +131,7 @@ pub async fn a_failed_takeover_of_a_pending_unlock_still_releases_the_lock(env: 
     eventually("the unlock was tried", || faults.calls("unlock") == 1).await;
     settle().await;
     let second = env.handle(&store, owner, Some(id));
-    let colliding = Save {
-        keys_to_associate: vec![theirs.into()],
-        ..Save::data(data(2))
-    };
+    let colliding = colliding(theirs);
     assert_err!(
         store.execute(&second, colliding, T).await,
         StoreError::InstanceKeyCollision { .. }
@@ -145,27 +155,16 @@ pub async fn a_failed_takeover_of_a_pending_unlock_still_releases_the_lock(env: 
 pub async fn try_load_runnable_skips_instances_other_handles_are_acquiring(env: &Env) {
     let (store, faults) = env.store_with(long_lease(env), Vec::new());
     let owner = env.owner(&store, Some("orders")).await;
-    let (id, theirs) = (InstanceId::new(), KeyId::new());
-    let other = env.handle(&store, owner, Some(InstanceId::new()));
-    ok_on(
-        &store,
-        &other,
-        Save {
-            keys_to_associate: vec![theirs.into()],
-            ..Save::data(data(0))
-        }
-        .and_unlock(),
-    )
-    .await;
+    let (id, theirs) = (
+        InstanceId::new(),
+        key_held_elsewhere(env, &store, owner).await,
+    );
     let h = env.handle(&store, owner, Some(id));
     ok_on(&store, &h, create()).await;
     ok_on(&store, &h, executing().and_unlock()).await;
     faults.hold();
     let saves = faults.calls("save");
-    let colliding = Save {
-        keys_to_associate: vec![theirs.into()],
-        ..Save::data(data(2))
-    };
+    let colliding = colliding(theirs);
     let saving = spawn(&store, env.handle(&store, owner, Some(id)), colliding, T);
     eventually("the save is in flight", || {
         faults.calls("save") == saves + 1
