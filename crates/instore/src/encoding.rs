@@ -216,6 +216,47 @@ pub fn decode(encoding: Encoding, bytes: &[u8]) -> Result<PropertyBag, StoreErro
     Ok(bag)
 }
 
+/// The encoding of one bag entry, as it appears inside [`encode`]'s uncompressed output (a bag
+/// is postcard's length prefix followed by its entries). Lets a provider store a bag entry by
+/// entry and change it without decoding the rest (the PostgreSQL provider's metadata).
+pub fn encode_entry(name: &str, value: &InstanceValue) -> Vec<u8> {
+    let entry = WireEntry {
+        name: name.to_owned(),
+        options: value.options.bits(),
+        value: to_wire(&value.value),
+    };
+    // Serializing plain owned data into a Vec cannot fail.
+    postcard::to_allocvec(&entry).expect("postcard encodes owned plain data into a Vec")
+}
+
+/// Decodes one entry written by [`encode_entry`]. A damaged entry is a corrupt row.
+pub fn decode_entry(bytes: &[u8]) -> Result<(String, InstanceValue), StoreError> {
+    let entry: WireEntry = postcard::from_bytes(bytes).map_err(|e| {
+        StoreError::Storage(StorageError::corrupt(format!(
+            "bag entry does not decode: {e}"
+        )))
+    })?;
+    Ok((
+        entry.name,
+        InstanceValue {
+            value: from_wire(entry.value)?,
+            options: ValueOptions::from_bits(entry.options),
+        },
+    ))
+}
+
+/// The logical size of a bag of `entries` entries of `entry_bytes` bytes in all: what
+/// [`EncodedBag::logical_len`] would be for it.
+pub fn bag_len(entries: usize, entry_bytes: usize) -> usize {
+    let mut prefix = 1;
+    let mut n = entries >> 7;
+    while n > 0 {
+        prefix += 1;
+        n >>= 7;
+    }
+    prefix + entry_bytes
+}
+
 /// Encodes instance data and metadata together within `limit` bytes (logical size, summed).
 ///
 /// If they do not fit, `OPTIONAL` values are dropped, largest first, until they do (SPEC §3: an
@@ -288,6 +329,24 @@ mod tests {
     fn same(a: &PropertyBag, b: &PropertyBag) -> bool {
         // NaN != NaN, so compare the encodings.
         encode_raw(a) == encode_raw(b)
+    }
+
+    #[test]
+    fn a_bag_is_its_length_prefix_and_its_entries() {
+        let b = every_kind();
+        let entries: Vec<Vec<u8>> = b.iter().map(|(k, v)| encode_entry(k, v)).collect();
+        let total: usize = entries.iter().map(Vec::len).sum();
+        let whole = encode_raw(&b);
+        assert_eq!(bag_len(b.len(), total), whole.len());
+        assert_eq!(whole[1..], entries.concat()[..]);
+        for (bytes, (name, value)) in entries.iter().zip(&b) {
+            let (n, v) = decode_entry(bytes).unwrap();
+            assert_eq!((&n, encode_entry(&n, &v)), (name, encode_entry(name, value)));
+        }
+        assert_eq!(bag_len(127, 0), 1);
+        assert_eq!(bag_len(128, 0), 2);
+        assert_eq!(bag_len(16_384, 0), 3);
+        assert!(decode_entry(&[0xff, 0xff]).is_err());
     }
 
     #[test]
