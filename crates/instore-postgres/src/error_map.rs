@@ -183,6 +183,13 @@ pub(crate) fn is_transient(error: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Whether the server aborted the call for a conflict with another transaction (deadlock,
+/// serialization failure): it was rolled back whole and can simply run again.
+pub(crate) fn is_retryable(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
+        || error.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
 /// Maps any driver error of a command.
 pub(crate) fn map(error: tokio_postgres::Error) -> StoreError {
     if let Some(rule) = rule_of(&error) {
@@ -203,7 +210,7 @@ pub(crate) fn map(error: tokio_postgres::Error) -> StoreError {
 
 /// One line saying what went wrong: the server's message (and detail), or the driver's.
 pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
+    let text = match error.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{}: {} ({detail})", db.severity(), db.message()),
             None => format!("{}: {}", db.severity(), db.message()),
@@ -219,7 +226,9 @@ pub(crate) fn describe(error: &tokio_postgres::Error) -> String {
             }
             text
         }
-    }
+    };
+    // Server details can span lines (a deadlock report does); errors here are one line.
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// A pool failure (no connection to be had).

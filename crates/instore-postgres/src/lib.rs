@@ -240,7 +240,16 @@ impl PgProvider {
         params: &[Param<'_>],
     ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, StoreError> {
         let client = self.client().await?;
-        Ok(client.query_typed(sql, params).await)
+        let mut attempts = 0;
+        loop {
+            let result = client.query_typed(sql, params).await;
+            // A deadlock or serialization failure rolled the whole call back, so running it
+            // again is safe; only then does a command take more than one round trip.
+            match &result {
+                Err(e) if error_map::is_retryable(e) && attempts < 3 => attempts += 1,
+                _ => return Ok(result),
+            }
+        }
     }
 
     async fn rows(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {

@@ -680,11 +680,17 @@ begin
 end
 $$;
 
--- Owners whose lease ended and who hold no lock are gone for good.
+-- Owners whose lease ended and who hold no lock are gone for good. Rows another transaction
+-- holds are left for a later clean-up (SKIP LOCKED): concurrent clean-ups deleting the same rows
+-- in different orders would otherwise deadlock.
 create function {{s}}.clean_up_owners(p_now bigint) returns void
 language sql as $$
-    delete from {{s}}.owners o where o.lease_expires_at <= p_now
-    and not exists (select 1 from {{s}}.instances i where i.lock_owner = o.id)
+    delete from {{s}}.owners where id in (
+        select o.id from {{s}}.owners o
+        where o.lease_expires_at <= p_now
+          and not exists (select 1 from {{s}}.instances i where i.lock_owner = o.id)
+        for update skip locked
+    )
 $$;
 
 create function {{s}}.create_owner(
