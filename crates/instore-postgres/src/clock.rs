@@ -19,7 +19,12 @@ impl ServerClock {
 
 impl Clock for ServerClock {
     fn now(&self) -> Timestamp {
-        Timestamp::from_micros(SystemClock.now().as_micros().saturating_add(self.skew_micros))
+        Timestamp::from_micros(
+            SystemClock
+                .now()
+                .as_micros()
+                .saturating_add(self.skew_micros),
+        )
     }
 
     fn sleep_until(&self, deadline: Timestamp) -> BoxFuture<()> {

@@ -147,7 +147,11 @@ pub(crate) fn snapshot(
     let data = match (data, blob) {
         (Some(data), _) => data,
         (None, Some(bytes)) => decode(Encoding::from_code(col(row, 5)?)?, bytes)?,
-        (None, None) => return Err(corrupt(format!("instance {instance} came back without data"))),
+        (None, None) => {
+            return Err(corrupt(format!(
+                "instance {instance} came back without data"
+            )))
+        }
     };
     let metadata: Json = col(row, 6)?;
     let (metadata, _) = metadata_of(&metadata)?;
@@ -231,7 +235,10 @@ mod tests {
         ];
         let (deleted, set) = flatten_changes(&changes);
         assert_eq!(deleted, vec!["a".to_owned()]);
-        assert_eq!(set.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(
+            set.as_object().unwrap().keys().collect::<Vec<_>>(),
+            vec!["b"]
+        );
     }
 
     #[test]

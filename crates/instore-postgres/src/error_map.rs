@@ -6,9 +6,7 @@
 //! permanent ones.
 
 use instore::encoding::decode;
-use instore::{
-    Encoding, InstanceId, KeyId, OwnerId, StorageError, StorageErrorKind, StoreError,
-};
+use instore::{Encoding, InstanceId, KeyId, OwnerId, StorageError, StorageErrorKind, StoreError};
 use serde_json::Value as Json;
 use tokio_postgres::error::SqlState;
 
@@ -245,10 +243,14 @@ pub(crate) fn pool(error: deadpool_postgres::PoolError, server: &str) -> StoreEr
 /// A failure to connect, as one line naming the server and the cause.
 pub(crate) fn map_connect(error: &tokio_postgres::Error, server: &str) -> StoreError {
     let (kind, hint) = match error.code() {
-        Some(c) if *c == SqlState::INVALID_PASSWORD
-            || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
+        Some(c)
+            if *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION =>
         {
-            (StorageErrorKind::Other, "check the user and password in the URL")
+            (
+                StorageErrorKind::Other,
+                "check the user and password in the URL",
+            )
         }
         Some(c) if *c == SqlState::INVALID_CATALOG_NAME => (
             StorageErrorKind::Other,
@@ -292,6 +294,9 @@ mod tests {
             detail: Json::Null,
         };
         let e = rule_error(&rule);
-        assert!(matches!(e, StoreError::Storage(ref s) if !s.is_transient()), "{e:?}");
+        assert!(
+            matches!(e, StoreError::Storage(ref s) if !s.is_transient()),
+            "{e:?}"
+        );
     }
 }

@@ -38,8 +38,8 @@ use instore::encoding::{decode, encode, encode_within};
 use instore::{
     Activatable, CompletionAction, Encoding, InstanceId, InstanceSnapshot, InstanceStore,
     LeaseState, LoadRequest, LoadTarget, NewOwner, OwnerId, OwnerInfo, PersistenceProvider,
-    RunnableRequest, SaveRequest, SharedClock, StoreError, StoreSettings,
-    SuspendChange, Timestamp, WakeUps,
+    RunnableRequest, SaveRequest, SharedClock, StoreError, StoreSettings, SuspendChange, Timestamp,
+    WakeUps,
 };
 use serde_json::Value as Json;
 use tokio::sync::watch;
@@ -257,11 +257,15 @@ impl PgProvider {
     }
 
     async fn one(&self, sql: &str, params: &[Param<'_>]) -> Result<Row, StoreError> {
-        self.rows(sql, params).await?.into_iter().next().ok_or_else(|| {
-            StoreError::Storage(instore::StorageError::corrupt(format!(
-                "{sql} returned no row"
-            )))
-        })
+        self.rows(sql, params)
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| {
+                StoreError::Storage(instore::StorageError::corrupt(format!(
+                    "{sql} returned no row"
+                )))
+            })
     }
 
     async fn save_once(
@@ -287,7 +291,11 @@ impl PgProvider {
             Some((_, m, b)) => (Some(m.clone()), Some(b.clone())),
             None => (None, None),
         };
-        let assoc: Vec<uuid::Uuid> = save.keys_to_associate.iter().map(|k| k.key.as_uuid()).collect();
+        let assoc: Vec<uuid::Uuid> = save
+            .keys_to_associate
+            .iter()
+            .map(|k| k.key.as_uuid())
+            .collect();
         let assoc_encoded: Vec<instore::EncodedBag> = save
             .keys_to_associate
             .iter()
@@ -297,20 +305,26 @@ impl PgProvider {
         let assoc_encodings: Vec<i16> = assoc_encoded.iter().map(|e| e.encoding.code()).collect();
         let complete: Vec<uuid::Uuid> = save.keys_to_complete.iter().map(|k| k.as_uuid()).collect();
         let free: Vec<uuid::Uuid> = save.keys_to_free.iter().map(|k| k.as_uuid()).collect();
-        let (suspend, reason, ex_name, ex_message): (i16, Option<&str>, Option<&str>, Option<&str>) =
-            match &save.suspend {
-                SuspendChange::Unchanged => (0, None, None, None),
-                SuspendChange::Suspend { reason, exception } => (
-                    1,
-                    Some(reason.as_str()),
-                    exception.as_ref().map(|e| e.name.as_str()),
-                    exception.as_ref().map(|e| e.message.as_str()),
-                ),
-                SuspendChange::Unsuspend => (2, None, None, None),
-            };
+        let (suspend, reason, ex_name, ex_message): (
+            i16,
+            Option<&str>,
+            Option<&str>,
+            Option<&str>,
+        ) = match &save.suspend {
+            SuspendChange::Unchanged => (0, None, None, None),
+            SuspendChange::Suspend { reason, exception } => (
+                1,
+                Some(reason.as_str()),
+                exception.as_ref().map(|e| e.name.as_str()),
+                exception.as_ref().map(|e| e.message.as_str()),
+            ),
+            SuspendChange::Unsuspend => (2, None, None, None),
+        };
         let now = self.now();
         let id = request.instance.as_uuid();
-        let held = request.held_version.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let held = request
+            .held_version
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         let busy = ids(&request.busy);
         let has_data = encoded.is_some();
         let data_bytes: Option<&[u8]> = encoded.as_ref().map(|e| e.bytes.as_slice());
@@ -475,7 +489,9 @@ impl PersistenceProvider for PgProvider {
         let key_metadata: Vec<&[u8]> = encoded.iter().map(|e| e.bytes.as_slice()).collect();
         let key_encodings: Vec<i16> = encoded.iter().map(|e| e.encoding.code()).collect();
         let now = self.now();
-        let held = request.held_version.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+        let held = request
+            .held_version
+            .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
         let busy = ids(&request.busy);
         let row = self
             .one(
@@ -514,7 +530,9 @@ impl PersistenceProvider for PgProvider {
                 Ok(snapshot) => return Ok(snapshot),
                 Err(rule) if rule.name == "resolve_size" => {
                     let data = request.save.data.as_ref().ok_or_else(|| {
-                        StoreError::invalid("the server asked to resolve the size of a save without data")
+                        StoreError::invalid(
+                            "the server asked to resolve the size of a save without data",
+                        )
                     })?;
                     let merged = rule.detail.get("metadata").cloned().unwrap_or(Json::Null);
                     let base = rule

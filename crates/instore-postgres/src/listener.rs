@@ -14,7 +14,11 @@ use tokio::task::JoinHandle;
 use tokio_postgres::{AsyncMessage, Config, NoTls};
 
 /// Starts the listener task for `channel`; it ends when the provider aborts it.
-pub(crate) fn spawn(config: Config, channel: String, wake: Arc<watch::Sender<u64>>) -> JoinHandle<()> {
+pub(crate) fn spawn(
+    config: Config,
+    channel: String,
+    wake: Arc<watch::Sender<u64>>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -55,9 +59,7 @@ async fn listen(
             }
         }
     });
-    let subscribed = client
-        .batch_execute(&format!("listen \"{channel}\""))
-        .await;
+    let subscribed = client.batch_execute(&format!("listen \"{channel}\"")).await;
     if let Err(e) = subscribed {
         driver.abort();
         return Err(e);

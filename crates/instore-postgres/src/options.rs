@@ -63,7 +63,11 @@ pub(crate) fn parse_url(url: &str, base: PgOptions) -> Result<(Config, PgOptions
                     .parse()
                     .ok()
                     .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| bad(format!("pool_size={value:?} is not a number from 1 to 1000")))?;
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "pool_size={value:?} is not a number from 1 to 1000"
+                        ))
+                    })?;
             }
             "migrate" => {
                 options.migrate = match value {
@@ -91,7 +95,7 @@ pub(crate) fn parse_url(url: &str, base: PgOptions) -> Result<(Config, PgOptions
         config.connect_timeout(options.connect_timeout);
     }
     if config.get_application_name().is_none() {
-        config.application_name(&format!("instore/{}", options.schema));
+        config.application_name(format!("instore/{}", options.schema));
     }
     Ok((config, options))
 }
@@ -139,7 +143,9 @@ mod tests {
             ("postgres://x/y?migrate=maybe", "migrate"),
             ("postgres://x/y?nonsense=1", "nonsense"),
         ] {
-            let e = parse_url(url, PgOptions::default()).unwrap_err().to_string();
+            let e = parse_url(url, PgOptions::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(says), "{url}: {e}");
         }
     }

@@ -246,7 +246,10 @@ mod tests {
 
     #[test]
     fn rendering_names_the_schema_and_its_channel() {
-        let sql = render("create table {{s}}.t (); select pg_notify({{channel}}, '')", "abc");
+        let sql = render(
+            "create table {{s}}.t (); select pg_notify({{channel}}, '')",
+            "abc",
+        );
         assert_eq!(
             sql,
             "create table \"abc\".t (); select pg_notify('instore_abc', '')"

@@ -38,33 +38,49 @@ async fn a_server_that_is_down_is_named_with_the_cause() {
         .local_addr()
         .expect("addr")
         .port();
-    let e = open_err(&format!("postgres://postgres@127.0.0.1:{port}/test?connect_timeout=2")).await;
+    let e = open_err(&format!(
+        "postgres://postgres@127.0.0.1:{port}/test?connect_timeout=2"
+    ))
+    .await;
     let text = shown(&e);
     assert_one_line(&text);
     assert!(text.contains(&format!("127.0.0.1:{port}/test")), "{text}");
     assert!(text.to_lowercase().contains("refused"), "{text}");
     assert!(text.contains("is the server running"), "{text}");
-    assert!(matches!(e, StoreError::Storage(ref s) if s.is_transient()), "{e:?}");
+    assert!(
+        matches!(e, StoreError::Storage(ref s) if s.is_transient()),
+        "{e:?}"
+    );
 }
 
 #[tokio::test]
 async fn a_database_that_does_not_exist_is_named_with_the_cause() {
     let config: tokio_postgres::Config = support::server_url().parse().expect("url");
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let e = open_err(&format!("postgres://postgres@127.0.0.1:{port}/no_such_db_instore")).await;
+    let e = open_err(&format!(
+        "postgres://postgres@127.0.0.1:{port}/no_such_db_instore"
+    ))
+    .await;
     let text = shown(&e);
     assert_one_line(&text);
-    assert!(text.contains(&format!("127.0.0.1:{port}/no_such_db_instore")), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}/no_such_db_instore")),
+        "{text}"
+    );
     assert!(text.contains("does not exist"), "{text}");
     assert!(text.contains("create the database"), "{text}");
 }
 
 #[tokio::test]
 async fn a_user_without_rights_is_told_what_to_grant() {
-    let role = format!("instore_noperm_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let (admin, connection) = tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-        .await
-        .expect("admin");
+    let role = format!(
+        "instore_noperm_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    let (admin, connection) =
+        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
+            .await
+            .expect("admin");
     let driver = tokio::spawn(connection);
     admin
         .batch_execute(&format!("create role {role} login"))
@@ -83,7 +99,10 @@ async fn a_user_without_rights_is_told_what_to_grant() {
     driver.abort();
     let text = shown(&e);
     assert_one_line(&text);
-    assert!(text.contains(&format!("127.0.0.1:{port}/{db} as {role}")), "{text}");
+    assert!(
+        text.contains(&format!("127.0.0.1:{port}/{db} as {role}")),
+        "{text}"
+    );
     assert!(text.contains("permission denied"), "{text}");
     assert!(text.contains("grant the user CREATE"), "{text}");
 }
@@ -105,9 +124,10 @@ async fn a_bad_url_says_what_is_wrong() {
 async fn a_schema_holding_other_tables_is_refused_unchanged() {
     let schema = support::fresh_schema();
     let _guard = support::SchemaGuard(schema.clone());
-    let (admin, connection) = tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-        .await
-        .expect("admin");
+    let (admin, connection) =
+        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
+            .await
+            .expect("admin");
     let driver = tokio::spawn(connection);
     admin
         .batch_execute(&format!(

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instore::{
-    bag, Command, CreateOwner, ExecutionStatus, InstanceId, InstanceStore, Load, PersistenceProvider,
-    Save, StoreError, StoreSettings, Value,
+    bag, Command, CreateOwner, ExecutionStatus, InstanceId, InstanceStore, Load,
+    PersistenceProvider, Save, StoreError, StoreSettings, Value,
 };
 use instore_postgres::{PgClock, PgOptions, PgProvider};
 
@@ -27,9 +27,10 @@ const T: Duration = Duration::from_secs(10);
 
 /// Terminates every backend of the store (its pool and its listener); returns how many.
 async fn terminate_backends(schema: &str) -> i64 {
-    let (client, connection) = tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-        .await
-        .expect("admin connection");
+    let (client, connection) =
+        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
+            .await
+            .expect("admin connection");
     let driver = tokio::spawn(connection);
     let n: i64 = client
         .query_one(
@@ -110,14 +111,17 @@ async fn severed_connections_under_load_fail_transiently_and_lose_nothing() {
         tasks.push(tokio::spawn(async move {
             let id = InstanceId::new();
             let handle = store.create_handle_for(Some(owner), Some(id));
-            let first = save_until_ok(&store, &handle, Save::data(bag([("n", 0i64)])), &transient)
-                .await;
+            let first =
+                save_until_ok(&store, &handle, Save::data(bag([("n", 0i64)])), &transient).await;
             let version = first.lock_version.expect("the first save takes the lock");
             let mut acked = 0i64;
             let mut failures = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let next = acked + 1;
-                match store.execute(&handle, Save::data(bag([("n", next)])), T).await {
+                match store
+                    .execute(&handle, Save::data(bag([("n", next)])), T)
+                    .await
+                {
                     Ok(view) => {
                         assert_eq!(view.lock_version, Some(version), "the lock moved");
                         acked = next;
@@ -138,7 +142,10 @@ async fn severed_connections_under_load_fail_transiently_and_lose_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
-    assert!(terminated >= KILLS as i64, "only {terminated} backends were terminated");
+    assert!(
+        terminated >= KILLS as i64,
+        "only {terminated} backends were terminated"
+    );
 
     let mut in_flight_failures = 0;
     for task in tasks {
@@ -166,7 +173,10 @@ async fn severed_connections_under_load_fail_transiently_and_lose_nothing() {
         "no command was cut off: the test did not sever anything in use"
     );
     let owners = provider.owners().await.expect("owners");
-    let me = owners.iter().find(|o| o.id == owner).expect("the owner survived");
+    let me = owners
+        .iter()
+        .find(|o| o.id == owner)
+        .expect("the owner survived");
     assert!(
         me.lease_expires_at > provider.clock().now(),
         "the owner's lease ended"
@@ -199,9 +209,10 @@ async fn severed_connections_under_load_fail_transiently_and_lose_nothing() {
 
 /// Whether the store's listener connection is back and has run its `LISTEN`.
 async fn listener_is_back(schema: &str) -> bool {
-    let (client, connection) = tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-        .await
-        .expect("admin connection");
+    let (client, connection) =
+        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
+            .await
+            .expect("admin connection");
     let driver = tokio::spawn(connection);
     let back: bool = client
         .query_one(

@@ -91,7 +91,9 @@ async fn pump(client: TcpStream, server: TcpStream, log: Arc<Mutex<Vec<Message>>
                 .nth(1)
                 .map(|q| String::from_utf8_lossy(q).into_owned())
                 .unwrap_or_default(),
-            b'Q' => String::from_utf8_lossy(&body).trim_end_matches('\0').to_owned(),
+            b'Q' => String::from_utf8_lossy(&body)
+                .trim_end_matches('\0')
+                .to_owned(),
             _ => String::new(),
         };
         log.lock().expect("log").push(Message { kind, sql });
@@ -270,9 +272,13 @@ async fn every_provider_operation_is_one_round_trip() {
         guards: LoadGuards::default(),
         skip: Vec::new(),
     };
-    let found = one_round_trip(&proxy, "try_load_runnable", p.try_load_runnable(owner, runnable))
-        .await
-        .expect("runnable");
+    let found = one_round_trip(
+        &proxy,
+        "try_load_runnable",
+        p.try_load_runnable(owner, runnable),
+    )
+    .await
+    .expect("runnable");
     let found = found.expect("the due instance is runnable");
     assert_eq!(found.instance, id);
     let metadata_only = Save::default().and_unlock();

@@ -341,7 +341,10 @@ mod tests {
         assert_eq!(whole[1..], entries.concat()[..]);
         for (bytes, (name, value)) in entries.iter().zip(&b) {
             let (n, v) = decode_entry(bytes).unwrap();
-            assert_eq!((&n, encode_entry(&n, &v)), (name, encode_entry(name, value)));
+            assert_eq!(
+                (&n, encode_entry(&n, &v)),
+                (name, encode_entry(name, value))
+            );
         }
         assert_eq!(bag_len(127, 0), 1);
         assert_eq!(bag_len(128, 0), 2);
