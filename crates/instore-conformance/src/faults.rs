@@ -60,7 +60,8 @@ impl Faults {
         }
     }
 
-    /// From now on, calls of the provider method `name` (`unlock` or `delete_owner`) take effect
+    /// From now on, calls of the provider method `name` (`load`, `try_load_runnable`, `unlock` or
+    /// `delete_owner`) take effect
     /// in storage and then wait, their answer not yet back, until [`Faults::release_after`].
     pub fn hold_after(&self, name: &'static str) {
         lock(&self.hold_after).insert(name, watch::Sender::new(true));
@@ -155,7 +156,9 @@ impl PersistenceProvider for FaultyProvider {
     ) -> Result<InstanceSnapshot, StoreError> {
         self.faults.count("load");
         self.faults.gate().await;
-        self.inner.load(owner, request).await
+        let result = self.inner.load(owner, request).await;
+        self.faults.done("load").await;
+        result
     }
     async fn save(
         &self,
@@ -184,7 +187,9 @@ impl PersistenceProvider for FaultyProvider {
         request: RunnableRequest,
     ) -> Result<Option<InstanceSnapshot>, StoreError> {
         self.faults.count("try_load_runnable");
-        self.inner.try_load_runnable(owner, request).await
+        let result = self.inner.try_load_runnable(owner, request).await;
+        self.faults.done("try_load_runnable").await;
+        result
     }
     async fn next_runnable(&self, host_type: &str) -> Result<Option<Timestamp>, StoreError> {
         self.faults.count("next_runnable");

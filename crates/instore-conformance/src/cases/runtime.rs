@@ -3,7 +3,7 @@
 //! | rule (SPEC §6, §6.7, §9) | cases |
 //! |---|---|
 //! | only one command runs on a handle at a time (`CommandOverlap`) | `a_second_command_on_a_busy_handle_is_command_overlap` |
-//! | any command can time out: `Timeout`, the handle is freed, no partial effect, a lock it held or may have taken is released | `a_timed_out_save_leaves_no_partial_effect_and_releases_the_lock`, `a_timed_out_load_frees_the_handle_and_leaves_the_instance_takeable` |
+//! | any command can time out: `Timeout`, the handle is freed, no partial effect, a lock it held or may have taken is released | `a_timed_out_save_leaves_no_partial_effect_and_releases_the_lock`, `a_timed_out_load_frees_the_handle_and_leaves_the_instance_takeable`, `a_load_by_key_cut_off_after_taking_the_lock_releases_it`, `a_try_load_runnable_cut_off_after_taking_the_lock_releases_it` |
 //! | commands are validated before they reach storage; errors name the command and field (`Invalid`, `AlreadyBoundToInstance`, `HostTypeRequired`) | `invalid_commands_are_rejected_before_reaching_storage` |
 //! | a freed handle runs no more commands | `a_freed_handle_runs_no_more_commands` |
 //! | commands nobody understands → `CommandNotSupported` | `an_unknown_custom_command_is_command_not_supported` |
@@ -126,6 +126,77 @@ pub async fn a_timed_out_load_frees_the_handle_and_leaves_the_instance_takeable(
     let other = env.owner(&other_store, None).await;
     let view = load_when_unlocked(env, &other_store, other, id).await;
     assert_eq!(view.data, data(2));
+}
+
+/// A `LoadByKey` cut off by its timeout *after* storage gave it the lock (the store cannot know
+/// which instance a key leads to until the answer comes) does not strand that lock: it is
+/// released once the late answer arrives, and other owners can take the instance.
+pub async fn a_load_by_key_cut_off_after_taking_the_lock_releases_it(env: &Env) {
+    let (store, faults) = env.store_with(env.settings(), Vec::new());
+    let owner = env.owner(&store, None).await;
+    let (id, key) = (InstanceId::new(), KeyId::new());
+    let first = env.handle(&store, owner, Some(id));
+    let with_key = Save {
+        keys_to_associate: vec![key.into()],
+        ..Save::data(data(1))
+    };
+    ok_on(&store, &first, with_key.and_unlock()).await;
+
+    faults.hold_after("load");
+    let loads = faults.completed("load");
+    let handle = Arc::new(env.handle(&store, owner, None));
+    let task = spawn(
+        &store,
+        handle.clone(),
+        LoadByKey::new(key),
+        Duration::from_secs(5),
+    );
+    eventually("the load took the lock", || {
+        faults.completed("load") == loads + 1
+    })
+    .await;
+    env.clock.advance(Duration::from_secs(6));
+    assert_err!(finish(task).await, StoreError::Timeout);
+    faults.release_after("load");
+
+    let other_store = env.store();
+    let other = env.owner(&other_store, None).await;
+    let view = load_when_unlocked(env, &other_store, other, id).await;
+    assert_eq!(view.data, data(1));
+}
+
+/// Likewise for `TryLoadRunnable`: the runnable instance it took after its deadline is released.
+pub async fn a_try_load_runnable_cut_off_after_taking_the_lock_releases_it(env: &Env) {
+    let (store, faults) = env.store_with(env.settings(), Vec::new());
+    let owner = env.owner(&store, Some("orders")).await;
+    let id = InstanceId::new();
+    let first = env.handle(&store, owner, Some(id));
+    let executing = Save {
+        status: instore::ExecutionStatus::Executing,
+        ..Save::data(data(1))
+    };
+    ok_on(&store, &first, executing.and_unlock()).await;
+
+    faults.hold_after("try_load_runnable");
+    let handle = Arc::new(env.handle(&store, owner, None));
+    let task = spawn(
+        &store,
+        handle.clone(),
+        Command::TryLoadRunnable,
+        Duration::from_secs(5),
+    );
+    eventually("the claim took the lock", || {
+        faults.completed("try_load_runnable") == 1
+    })
+    .await;
+    env.clock.advance(Duration::from_secs(6));
+    assert_err!(finish(task).await, StoreError::Timeout);
+    faults.release_after("try_load_runnable");
+
+    let other_store = env.store();
+    let other = env.owner(&other_store, None).await;
+    let view = load_when_unlocked(env, &other_store, other, id).await;
+    assert_eq!(view.data, data(1));
 }
 
 /// Invalid commands fail with an error naming the command and field, before reaching storage.
@@ -391,6 +462,8 @@ macro_rules! runtime_cases {
         $crate::__case!($make, runtime::a_second_command_on_a_busy_handle_is_command_overlap);
         $crate::__case!($make, runtime::a_timed_out_save_leaves_no_partial_effect_and_releases_the_lock);
         $crate::__case!($make, runtime::a_timed_out_load_frees_the_handle_and_leaves_the_instance_takeable);
+        $crate::__case!($make, runtime::a_load_by_key_cut_off_after_taking_the_lock_releases_it);
+        $crate::__case!($make, runtime::a_try_load_runnable_cut_off_after_taking_the_lock_releases_it);
         $crate::__case!($make, runtime::invalid_commands_are_rejected_before_reaching_storage);
         $crate::__case!($make, runtime::a_freed_handle_runs_no_more_commands);
         $crate::__case!($make, runtime::an_unknown_custom_command_is_command_not_supported);

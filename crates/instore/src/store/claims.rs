@@ -11,14 +11,32 @@
 //! Every release task has its own channel, and only the task whose channel a claim still
 //! carries may remove it: a late answer can never erase a newer claim.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::handle::HandleShared;
 use super::Inner;
-use crate::{InstanceId, OwnerId, StoreError};
+use crate::{InstanceId, InstanceSnapshot, OwnerId, StorageError, StoreError};
+
+/// What a provider call that may take a lock answers: the locked instance, if it took one.
+pub(super) trait TakesLock {
+    fn locked(&self) -> Option<InstanceId>;
+}
+
+impl TakesLock for InstanceSnapshot {
+    fn locked(&self) -> Option<InstanceId> {
+        self.locked.then_some(self.instance)
+    }
+}
+
+impl TakesLock for Option<InstanceSnapshot> {
+    fn locked(&self) -> Option<InstanceId> {
+        self.as_ref().and_then(TakesLock::locked)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub(crate) enum Claim {
@@ -184,6 +202,39 @@ impl Inner {
 
     /// Starts releasing `instance` if handle `me` holds it or nobody does (after a command that
     /// timed out, the lock may have been taken in storage without the handle knowing).
+    /// Runs a provider call that may lock an instance the command cannot name beforehand (by
+    /// key, the next runnable) on a task of its own. If the command is cut off (its timeout)
+    /// while the call runs, the call still finishes, and a lock it took — which no handle will
+    /// ever know of — is handed to a release task instead of staying with the owner until its
+    /// lease ends.
+    pub(super) async fn acquiring<T, F>(
+        self: &Arc<Self>,
+        owner: OwnerId,
+        me: u64,
+        call: F,
+    ) -> Result<T, StoreError>
+    where
+        T: TakesLock + Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let inner = self.clone();
+        tokio::spawn(async move {
+            let result = call.await;
+            if let Err(Ok(late)) = tx.send(result) {
+                if let Some(instance) = late.locked() {
+                    inner.release(owner, instance, me);
+                }
+            }
+        });
+        rx.await.unwrap_or_else(|_| {
+            Err(StoreError::Storage(StorageError::new(
+                crate::StorageErrorKind::Other,
+                "the provider call ended without an answer (it panicked)",
+            )))
+        })
+    }
+
     pub(super) fn release(self: &Arc<Self>, owner: OwnerId, instance: InstanceId, me: u64) {
         let (attempts, rx) = watch::channel(0u64);
         {

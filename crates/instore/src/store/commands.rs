@@ -84,7 +84,12 @@ impl Inner {
         }
         let claimed = self.claim(owner, instance, handle.id).await?;
         let snap = self
-            .with_lock_retry(deadline, || self.provider.load(owner, request(None)))
+            .with_lock_retry(deadline, || {
+                let (provider, request) = (self.provider.clone(), request(None));
+                self.acquiring(owner, handle.id, async move {
+                    provider.load(owner, request).await
+                })
+            })
             .await;
         if snap.is_err() {
             self.abandon(owner, instance, handle.id, claimed);
@@ -118,7 +123,10 @@ impl Inner {
                         busy,
                         guards,
                     };
-                    self.provider.load(owner, request)
+                    let provider = self.provider.clone();
+                    self.acquiring(owner, handle.id, async move {
+                        provider.load(owner, request).await
+                    })
                 })
                 .await;
             match attempt {
@@ -167,7 +175,17 @@ impl Inner {
                 completion: self.settings.completion,
             },
         };
-        let snap = self.provider.save(owner, request).await;
+        let snap = match claimed {
+            // Acquiring: a save cut off after it took the lock must still release it.
+            Some(_) => {
+                let provider = self.provider.clone();
+                self.acquiring(owner, handle.id, async move {
+                    provider.save(owner, request).await
+                })
+                .await
+            }
+            None => self.provider.save(owner, request).await,
+        };
         match (&snap, claimed) {
             (Ok(saved), _) if !saved.locked => {
                 // Unlocked (or completed): the lock is released in storage already.
@@ -195,7 +213,13 @@ impl Inner {
             guards,
             skip: self.busy(owner, handle.id),
         };
-        match self.provider.try_load_runnable(owner, request).await? {
+        let provider = self.provider.clone();
+        let found = self
+            .acquiring(owner, handle.id, async move {
+                provider.try_load_runnable(owner, request).await
+            })
+            .await?;
+        match found {
             None => {
                 self.reset_signal(owner, seq);
                 self.rescan.notify_one();
