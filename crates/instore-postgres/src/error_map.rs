@@ -182,10 +182,12 @@ pub(crate) fn is_transient(error: &tokio_postgres::Error) -> bool {
 }
 
 /// Whether the server aborted the call for a conflict with another transaction (deadlock,
-/// serialization failure): it was rolled back whole and can simply run again.
+/// serialization failure, or a concurrent creator inserting the same new instance first): it
+/// was rolled back whole and can simply run again, when it sees the other's outcome.
 pub(crate) fn is_retryable(error: &tokio_postgres::Error) -> bool {
     error.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED)
         || error.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+        || error.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
 /// Maps any driver error of a command.

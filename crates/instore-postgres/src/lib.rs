@@ -239,17 +239,23 @@ impl PgProvider {
         sql: &str,
         params: &[Param<'_>],
     ) -> Result<Result<Vec<Row>, tokio_postgres::Error>, StoreError> {
-        let client = self.client().await?;
+        let mut guard = Abandoned(Some(self.client().await?));
         let mut attempts = 0;
-        loop {
+        let result = loop {
+            let Some(client) = guard.0.as_ref() else {
+                unreachable!("the connection is only taken when the call is dropped");
+            };
             let result = client.query_typed(sql, params).await;
             // A deadlock or serialization failure rolled the whole call back, so running it
             // again is safe; only then does a command take more than one round trip.
             match &result {
                 Err(e) if error_map::is_retryable(e) && attempts < 3 => attempts += 1,
-                _ => return Ok(result),
+                _ => break result,
             }
-        }
+        };
+        // Answered: the connection goes back to the pool.
+        drop(guard.0.take());
+        Ok(result)
     }
 
     async fn rows(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
@@ -390,6 +396,28 @@ impl PgProvider {
         codec::snapshot(row, in_hand)?.map(Ok).ok_or_else(|| {
             StoreError::Storage(instore::StorageError::corrupt("save returned no instance"))
         })
+    }
+}
+
+/// A pooled connection with a statement in flight. Dropped before the answer came (the command
+/// was cut off by its timeout), it cancels the statement on the server and leaves the pool for
+/// good: a later command must never queue behind the abandoned one, which could otherwise still
+/// take effect after the runtime has released the lock and handed the instance on.
+struct Abandoned(Option<deadpool_postgres::Object>);
+
+impl Drop for Abandoned {
+    fn drop(&mut self) {
+        let Some(object) = self.0.take() else { return };
+        let token = object.cancel_token();
+        let client = deadpool_postgres::Object::take(object);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = token.cancel_query(NoTls).await {
+                    tracing::debug!(error = %e, "cancelling an abandoned statement failed");
+                }
+                drop(client);
+            });
+        }
     }
 }
 

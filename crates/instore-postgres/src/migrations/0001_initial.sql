@@ -286,14 +286,18 @@ declare
 begin
     for i in 1 .. coalesce(array_length(p_keys, 1), 0) loop
         continue when p_keys[i] = p_except;
-        insert into {{s}}.keys (id, instance, state, metadata, metadata_encoding)
-        values (p_keys[i], p_id, 1, p_metadata[i], p_encodings[i])
-        on conflict (id) do nothing;
-        if not found then
+        loop
+            insert into {{s}}.keys (id, instance, state, metadata, metadata_encoding)
+            values (p_keys[i], p_id, 1, p_metadata[i], p_encodings[i])
+            on conflict (id) do nothing;
+            exit when found;
             select instance into v_other from {{s}}.keys where id = p_keys[i];
-            perform {{s}}.fail('instance_key_collision',
-                jsonb_build_object('key', p_keys[i], 'instance', v_other));
-        end if;
+            -- Gone again (freed meanwhile): try the insert once more.
+            if v_other is not null then
+                perform {{s}}.fail('instance_key_collision',
+                    jsonb_build_object('key', p_keys[i], 'instance', v_other));
+            end if;
+        end loop;
     end loop;
 end
 $$;
@@ -580,7 +584,10 @@ end
 $$;
 
 -- TryLoadRunnable (SPEC §6.5, §8): the instance runnable longest, skipping rows others are
--- claiming right now (SKIP LOCKED) and taking damaged rows out of the runnable set.
+-- claiming right now (SKIP LOCKED) and taking damaged rows out of the runnable set. Candidates
+-- come in pages ordered by (since, id); a page used up by skipped rows leads to the next one.
+-- Runnable: unlocked and ready, or locked by an owner whose lease ended or who no longer exists
+-- (runnable since the epoch), as on every provider.
 create function {{s}}.try_load_runnable(
     p_now bigint, p_owner uuid, p_host_type text, p_reject_suspended boolean, p_skip uuid[]
 ) returns {{s}}.snapshot
@@ -590,13 +597,13 @@ declare
     c record;
     r {{s}}.instances;
     v_intact boolean;
-    v_removed boolean;
-    v_limit int := coalesce(array_length(p_skip, 1), 0) + 32;
+    v_page int := 32;
     v_seen int;
+    v_after_since bigint := -9223372036854775808;
+    v_after_id uuid := '00000000-0000-0000-0000-000000000000';
 begin
     perform {{s}}.check_caller(p_owner, v_now);
     loop
-        v_removed := false;
         v_seen := 0;
         for c in
             select since, id from (
@@ -604,19 +611,23 @@ begin
                 where host_type = p_host_type and lock_owner is null and ready_at is not null
                   and ready_at <= v_now and state = 2 and not suspended
                 union all
-                select o.lease_expires_at as since, i.id
-                from {{s}}.owners o join {{s}}.instances i on i.lock_owner = o.id
-                where o.lease_expires_at <= v_now and i.host_type = p_host_type
+                select coalesce(o.lease_expires_at, 0) as since, i.id
+                from {{s}}.instances i left join {{s}}.owners o on o.id = i.lock_owner
+                where i.lock_owner is not null and i.host_type = p_host_type
                   and i.state = 2 and not i.suspended
+                  and (o.id is null or o.lease_expires_at <= v_now)
             ) candidates
+            where (since, id) > (v_after_since, v_after_id)
             order by since, id
-            limit v_limit
+            limit v_page
         loop
             v_seen := v_seen + 1;
+            v_after_since := c.since;
+            v_after_id := c.id;
             continue when c.id = any(p_skip);
             -- Re-checked under the row lock: another claimer may have taken it meanwhile.
             select * into r from {{s}}.instances i
-            where i.id = c.id and i.state = 2 and not i.suspended
+            where i.id = c.id and i.host_type = p_host_type and i.state = 2 and not i.suspended
               and ((i.lock_owner is null and i.ready_at <= v_now)
                    or (i.lock_owner is not null and i.lock_owner <> p_owner
                        and not {{s}}.alive(i.lock_owner, v_now)))
@@ -629,13 +640,12 @@ begin
                 -- One bad row never blocks the others: out of the runnable set.
                 raise warning 'instore: runnable instance % cannot be loaded; removing it from the runnable set', r.id;
                 update {{s}}.instances set ready_at = null, lock_owner = null where id = r.id;
-                v_removed := true;
                 continue;
             end if;
             r := {{s}}.acquire(p_owner, r.id, r, v_now);
             return {{s}}.snapshot_of(r.id, true, true);
         end loop;
-        if not v_removed or v_seen < v_limit then
+        if v_seen < v_page then
             return null;
         end if;
     end loop;
@@ -650,8 +660,8 @@ language sql stable as $$
         where host_type = p_host_type and lock_owner is null and ready_at is not null
           and state = 2 and not suspended
         union all
-        select min(o.lease_expires_at) from {{s}}.instances i
-        join {{s}}.owners o on o.id = i.lock_owner
+        select min(coalesce(o.lease_expires_at, 0)) from {{s}}.instances i
+        left join {{s}}.owners o on o.id = i.lock_owner
         where i.host_type = p_host_type and i.lock_owner is not null and i.state = 2
           and not i.suspended
     ) t
@@ -669,9 +679,9 @@ begin
         where i.lock_owner is null and i.ready_at is not null and i.ready_at <= v_now
           and i.state = 2 and not i.suspended and i.host_type is not null
         union all
-        select i.host_type from {{s}}.owners o join {{s}}.instances i on i.lock_owner = o.id
-        where o.lease_expires_at <= v_now and i.state = 2 and not i.suspended
-          and i.host_type is not null
+        select i.host_type from {{s}}.instances i left join {{s}}.owners o on o.id = i.lock_owner
+        where i.lock_owner is not null and (o.id is null or o.lease_expires_at <= v_now)
+          and i.state = 2 and not i.suspended and i.host_type is not null
     ) r
     where not exists (select 1 from {{s}}.owners w
                       where w.host_type = r.host_type and w.lease_expires_at > v_now)
