@@ -18,46 +18,6 @@ fn corrupt(what: String) -> StoreError {
     StoreError::Storage(StorageError::corrupt(what))
 }
 
-pub(crate) fn status_code(s: ExecutionStatus) -> i16 {
-    match s {
-        ExecutionStatus::Executing => 1,
-        ExecutionStatus::Idle => 2,
-        ExecutionStatus::Closed => 3,
-        ExecutionStatus::Faulted => 4,
-        ExecutionStatus::Canceled => 5,
-        ExecutionStatus::Terminated => 6,
-    }
-}
-
-fn status_of(code: i16) -> Result<ExecutionStatus, StoreError> {
-    Ok(match code {
-        1 => ExecutionStatus::Executing,
-        2 => ExecutionStatus::Idle,
-        3 => ExecutionStatus::Closed,
-        4 => ExecutionStatus::Faulted,
-        5 => ExecutionStatus::Canceled,
-        6 => ExecutionStatus::Terminated,
-        other => return Err(corrupt(format!("unknown execution status {other}"))),
-    })
-}
-
-fn state_of(code: i16) -> Result<InstanceState, StoreError> {
-    Ok(match code {
-        1 => InstanceState::Uninitialized,
-        2 => InstanceState::Initialized,
-        3 => InstanceState::Completed,
-        other => return Err(corrupt(format!("unknown instance state {other}"))),
-    })
-}
-
-fn key_state_of(code: i16) -> Result<KeyState, StoreError> {
-    Ok(match code {
-        1 => KeyState::Associated,
-        2 => KeyState::Completed,
-        other => return Err(corrupt(format!("unknown key state {other}"))),
-    })
-}
-
 /// A metadata bag as the schema stores it: name → `[options, entry length, entry hex]`.
 pub(crate) fn metadata_json(bag: &PropertyBag) -> Json {
     Json::Object(
@@ -169,7 +129,7 @@ pub(crate) fn snapshot(
         keys.insert(
             KeyId::from_uuid(k),
             KeyView {
-                state: key_state_of(s)?,
+                state: KeyState::from_code(s.into())?,
                 metadata: decode(Encoding::from_code(e)?, m)?,
             },
         );
@@ -191,14 +151,14 @@ pub(crate) fn snapshot(
     let lock_version: i64 = col(row, 2)?;
     Ok(Some(InstanceSnapshot {
         instance,
-        state: state_of(col(row, 1)?)?,
+        state: InstanceState::from_code(col::<i16>(row, 1)?.into())?,
         lock_version: u64::try_from(lock_version)
             .map_err(|_| corrupt(format!("negative lock version {lock_version}")))?,
         locked: col(row, 3)?,
         data,
         metadata,
         keys,
-        status: status_of(col(row, 11)?)?,
+        status: ExecutionStatus::from_code(col::<i16>(row, 11)?.into())?,
         timer: micros(col(row, 12)?),
         bookmarks: col(row, 13)?,
         suspension,

@@ -339,7 +339,7 @@ impl PgProvider {
             .as_ref()
             .map(|e| i64::try_from(e.logical_len).unwrap_or(i64::MAX));
         let timer = save.timer.map(|t| t.as_micros());
-        let status = codec::status_code(save.status);
+        let status = save.status.code();
         let limit = i64::try_from(rules.max_payload_bytes).unwrap_or(i64::MAX);
         let delete_all = rules.completion == CompletionAction::DeleteAll;
         let params: [Param<'_>; 30] = [

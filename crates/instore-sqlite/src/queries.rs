@@ -49,58 +49,27 @@ fn uuid(bytes: &[u8]) -> Result<Uuid, StoreError> {
 }
 
 fn state_code(s: InstanceState) -> i64 {
-    match s {
-        InstanceState::Unknown | InstanceState::Uninitialized => 1,
-        InstanceState::Initialized => 2,
-        InstanceState::Completed => 3,
-    }
+    s.code().into()
 }
 
 fn state_of(code: i64) -> Result<InstanceState, StoreError> {
-    match code {
-        1 => Ok(InstanceState::Uninitialized),
-        2 => Ok(InstanceState::Initialized),
-        3 => Ok(InstanceState::Completed),
-        other => Err(corrupt(format!("unknown instance state {other}"))),
-    }
+    InstanceState::from_code(code)
 }
 
 pub(crate) fn status_code(s: ExecutionStatus) -> i64 {
-    match s {
-        ExecutionStatus::Executing => 1,
-        ExecutionStatus::Idle => 2,
-        ExecutionStatus::Closed => 3,
-        ExecutionStatus::Faulted => 4,
-        ExecutionStatus::Canceled => 5,
-        ExecutionStatus::Terminated => 6,
-    }
+    s.code().into()
 }
 
 fn status_of(code: i64) -> Result<ExecutionStatus, StoreError> {
-    Ok(match code {
-        1 => ExecutionStatus::Executing,
-        2 => ExecutionStatus::Idle,
-        3 => ExecutionStatus::Closed,
-        4 => ExecutionStatus::Faulted,
-        5 => ExecutionStatus::Canceled,
-        6 => ExecutionStatus::Terminated,
-        other => return Err(corrupt(format!("unknown execution status {other}"))),
-    })
+    ExecutionStatus::from_code(code)
 }
 
 fn key_state_code(s: KeyState) -> i64 {
-    match s {
-        KeyState::Associated => 1,
-        KeyState::Completed => 2,
-    }
+    s.code().into()
 }
 
 fn key_state_of(code: i64) -> Result<KeyState, StoreError> {
-    match code {
-        1 => Ok(KeyState::Associated),
-        2 => Ok(KeyState::Completed),
-        other => Err(corrupt(format!("unknown key state {other}"))),
-    }
+    KeyState::from_code(code)
 }
 
 fn ts(micros: Option<i64>) -> Option<Timestamp> {

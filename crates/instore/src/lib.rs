@@ -34,6 +34,7 @@
 //! # }
 //! ```
 
+mod codes;
 mod command;
 pub mod encoding;
 mod error;
