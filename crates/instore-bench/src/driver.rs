@@ -38,6 +38,8 @@ pub struct Sample {
     pub hist: Histogram<u64>,
     /// Anything the reader should know about this run.
     pub note: Option<String>,
+    /// Further named measurements of this run, µs (signed: "after" something may be negative).
+    pub extras: Vec<(&'static str, i64)>,
 }
 
 impl Sample {
@@ -142,5 +144,6 @@ pub async fn drive<W: Worker>(workers: Vec<W>, budget: Budget) -> Result<Sample,
         elapsed: Some(elapsed),
         hist,
         note: None,
+        extras: Vec::new(),
     })
 }

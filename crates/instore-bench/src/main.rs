@@ -1,15 +1,18 @@
-//! `instore-bench`: runs named workloads on the chosen providers and on raw rusqlite baselines
-//! doing the equivalent writes with the same durability, in one process run, and prints ops/s,
-//! p50/p99/max latency and the ratio to the baselines. See `docs/bench.md`.
+//! `instore-bench`: runs named workloads on the chosen providers and on raw baselines (rusqlite,
+//! tokio-postgres) doing the equivalent writes with the same durability, in one process run, and
+//! prints ops/s, p50/p99/max latency and the ratio to the baselines. See `docs/bench.md`.
 //!
 //! ```text
-//! instore-bench [--workload save|cycle|by-key|timers|all] [--provider memory|sqlite|all]
+//! instore-bench [--workload save|cycle|by-key|timers|takeover|all]
+//!               [--provider memory|sqlite|postgres|all] [--pg-url URL]
 //!               [--handles 1,16,64] [--seconds N | --ops N] [--runs 3] [--dir PATH] [--json]
 //! ```
 
 mod baseline;
 mod driver;
 mod providers;
+#[cfg(feature = "postgres")]
+mod raw_pg;
 mod report;
 mod workloads;
 
@@ -21,8 +24,9 @@ use clap::{Parser, ValueEnum};
 use serde_json::json;
 
 use crate::driver::{Budget, Limit};
-use crate::providers::{ProviderKind, SQLITE_LINKED};
+use crate::providers::{Place, ProviderKind, POSTGRES_LINKED, SQLITE_LINKED};
 use crate::report::{Machine, Row};
+use crate::workloads::takeover::{self, Crash, TakeoverSettings};
 use crate::workloads::{RunCtx, Subject, Workload};
 
 /// SQLite durability, for the provider and the raw baselines alike.
@@ -34,12 +38,23 @@ pub enum Synchronous {
     Normal,
 }
 
+impl Synchronous {
+    /// Its spelling on the command line.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Synchronous::Full => "full",
+            Synchronous::Normal => "normal",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum WorkloadArg {
     Save,
     Cycle,
     ByKey,
     Timers,
+    Takeover,
     All,
 }
 
@@ -47,19 +62,24 @@ enum WorkloadArg {
 enum ProviderArg {
     Memory,
     Sqlite,
+    Postgres,
     All,
 }
 
-/// Benchmarks instore's providers against raw rusqlite baselines in the same run.
+/// Benchmarks instore's providers against raw SQLite and PostgreSQL baselines in the same run.
 #[derive(Debug, Parser)]
 #[command(name = "instore-bench", version, about, long_about = None)]
 struct Args {
     /// Workloads to run (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     workload: Vec<WorkloadArg>,
-    /// Providers to run them on (comma-separated); the raw baselines always run too.
+    /// Providers to run them on (comma-separated); the raw baselines of their storage run too.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "all")]
     provider: Vec<ProviderArg>,
+    /// The PostgreSQL server for `postgres` and `raw-pg`; each run gets a fresh schema there,
+    /// dropped after it.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    pg_url: String,
     /// Concurrent handles (comma-separated), for save, cycle and by-key.
     #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
     handles: Vec<usize>,
@@ -90,7 +110,7 @@ struct Args {
     /// Most upserts the raw-batch baseline commits in one transaction.
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Skip the baselines (raw-txn, raw-batch, tokio-sleep).
+    /// Skip the baselines (raw-txn, raw-batch, raw-pg, tokio-sleep).
     #[arg(long)]
     no_baseline: bool,
     /// Instances (with keys) created for by-key (at least one per handle).
@@ -105,9 +125,28 @@ struct Args {
     /// Host loops (waiting handles running TryLoadRunnable) for the timers workload.
     #[arg(long, default_value_t = 1)]
     timer_loops: usize,
+    /// Instances host A holds when it is killed, for the takeover workload.
+    #[arg(long, default_value_t = 100)]
+    takeover_instances: usize,
+    /// Host A's lease for the takeover workload, seconds (more than 1).
+    #[arg(long, default_value_t = 2.0)]
+    takeover_lease: f64,
+    /// Host loops of host B for the takeover workload (comma-separated counts).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    takeover_loops: Vec<usize>,
+    /// How host A dies: a SIGKILLed child process, or stopping its store in this process
+    /// (memory always runs in-process).
+    #[arg(long, value_enum, default_value = "process")]
+    takeover_crash: Crash,
     /// Keep the database files.
     #[arg(long)]
     keep: bool,
+    /// Internal: run as the takeover workload's host A for this provider.
+    #[arg(long, hide = true, value_enum, requires = "takeover_place")]
+    takeover_child: Option<ProviderArg>,
+    /// Internal: host A's store (a SQLite file, or a PostgreSQL schema on --pg-url).
+    #[arg(long, hide = true)]
+    takeover_place: Option<String>,
 }
 
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
@@ -129,6 +168,7 @@ fn plan(args: &Args) -> Result<Plan, String> {
             WorkloadArg::Cycle => vec![Workload::Cycle],
             WorkloadArg::ByKey => vec![Workload::ByKey],
             WorkloadArg::Timers => vec![Workload::Timers],
+            WorkloadArg::Takeover => vec![Workload::Takeover],
             WorkloadArg::All => Workload::ALL.to_vec(),
         })
         .collect();
@@ -147,8 +187,20 @@ fn plan(args: &Args) -> Result<Plan, String> {
                 )
             }
             ProviderArg::Sqlite => providers.push(ProviderKind::Sqlite),
+            ProviderArg::Postgres if !POSTGRES_LINKED => {
+                return Err(
+                    "--provider postgres: this instore-bench was built without the PostgreSQL \
+                            provider; build it with `--features postgres`"
+                        .to_owned(),
+                )
+            }
+            ProviderArg::Postgres => providers.push(ProviderKind::Postgres),
             ProviderArg::All => {
-                for kind in [ProviderKind::Memory, ProviderKind::Sqlite] {
+                for kind in [
+                    ProviderKind::Memory,
+                    ProviderKind::Sqlite,
+                    ProviderKind::Postgres,
+                ] {
                     if kind.available() {
                         providers.push(kind);
                     } else {
@@ -169,6 +221,12 @@ fn plan(args: &Args) -> Result<Plan, String> {
     if args.batch == 0 {
         return Err("--batch must be at least 1".to_owned());
     }
+    if args.takeover_loops.contains(&0) || args.takeover_loops.is_empty() {
+        return Err("--takeover-loops takes positive counts, e.g. 1,4".to_owned());
+    }
+    if args.takeover_instances == 0 {
+        return Err("--takeover-instances must be at least 1".to_owned());
+    }
     Ok(Plan {
         workloads,
         providers,
@@ -188,8 +246,42 @@ async fn main() -> ExitCode {
     }
 }
 
+fn takeover_settings(args: &Args) -> Result<TakeoverSettings, String> {
+    let lease = seconds("takeover-lease", args.takeover_lease)?;
+    takeover::store_settings(lease)?;
+    Ok(TakeoverSettings {
+        instances: args.takeover_instances,
+        lease,
+        crash: args.takeover_crash,
+    })
+}
+
+/// Host A of the takeover workload, in its own process.
+async fn takeover_child(args: &Args, kind: ProviderArg) -> Result<(), String> {
+    let at = args.takeover_place.clone().unwrap_or_default();
+    let place = match kind {
+        ProviderArg::Sqlite => Place::Sqlite {
+            path: at.into(),
+            sync: args.synchronous,
+        },
+        ProviderArg::Postgres => Place::Postgres {
+            url: args.pg_url.clone(),
+            schema: at,
+            pool_size: takeover::POOL,
+        },
+        ProviderArg::Memory | ProviderArg::All => {
+            return Err("--takeover-child is for sqlite or postgres".to_owned())
+        }
+    };
+    takeover::child(place, takeover_settings(args)?, args.payload_bytes).await
+}
+
 async fn run(args: Args) -> Result<(), String> {
+    if let Some(kind) = args.takeover_child {
+        return takeover_child(&args, kind).await;
+    }
     let plan = plan(&args)?;
+    let takeover = takeover_settings(&args)?;
     let limit = match args.ops {
         Some(n) => Limit::Ops(n),
         None => Limit::Seconds(seconds("seconds", args.seconds.unwrap_or(3.0))?),
@@ -228,6 +320,11 @@ async fn run(args: Args) -> Result<(), String> {
         "timer_spread_s": args.timer_spread,
         "timer_loops": args.timer_loops,
         "db_dir": dir.display().to_string(),
+        "pg_url": providers::redacted(&args.pg_url),
+        "pg_pool": "the handle count for save, cycle and by-key; 16 for timers and takeover",
+        "takeover_instances": takeover.instances,
+        "takeover_lease_s": takeover.lease.as_secs_f64(),
+        "takeover_crash": format!("{:?}", takeover.crash),
     });
 
     let mut rows: Vec<Row> = Vec::new();
@@ -238,10 +335,11 @@ async fn run(args: Args) -> Result<(), String> {
             .map(|&p| Subject::Provider(p))
             .collect();
         if !args.no_baseline {
-            subjects.extend(workload.baselines(args.batch));
+            subjects.extend(workload.baselines(args.batch, &plan.providers));
         }
         let handle_counts = match workload {
             Workload::Timers => vec![args.timer_loops.max(1)],
+            Workload::Takeover => args.takeover_loops.clone(),
             _ => args.handles.clone(),
         };
         for &handles in &handle_counts {
@@ -265,6 +363,8 @@ async fn run(args: Args) -> Result<(), String> {
                         timer_spread: seconds("timer-spread", args.timer_spread)?,
                         keep: args.keep,
                         tag: format!("{}-h{handles}-r{run}", workload.name()),
+                        pg_url: args.pg_url.clone(),
+                        takeover,
                     };
                     eprint!(
                         "{} on {} with {handles} handle(s), run {run}/{}… ",
@@ -279,9 +379,10 @@ async fn run(args: Args) -> Result<(), String> {
                             report::fmt_latency(sample.hist.value_at_quantile(0.5))
                         ),
                         None => eprintln!(
-                            "p50 {}, p99 {}",
+                            "p50 {}, p99 {}, max {}",
                             report::fmt_latency(sample.hist.value_at_quantile(0.5)),
-                            report::fmt_latency(sample.hist.value_at_quantile(0.99))
+                            report::fmt_latency(sample.hist.value_at_quantile(0.99)),
+                            report::fmt_latency(sample.hist.max())
                         ),
                     }
                     row.samples.push(sample);
@@ -312,6 +413,26 @@ async fn run(args: Args) -> Result<(), String> {
             args.runs,
             args.batch,
         );
+        if plan.providers.contains(&ProviderKind::Postgres) {
+            println!(
+                "postgres: {} (a fresh schema per run, dropped after it; server settings as found, \
+                 synchronous_commit as the server has it); provider pool = handles for \
+                 save/cycle/by-key, {} for timers/takeover; raw-pg: one connection per handle",
+                providers::redacted(&args.pg_url),
+                workloads::DEFAULT_PG_POOL
+            );
+        }
+        if plan.workloads.contains(&Workload::Takeover) {
+            println!(
+                "takeover: {} instances, lease {:?}, host A {}",
+                takeover.instances,
+                takeover.lease,
+                match takeover.crash {
+                    Crash::Process => "SIGKILLed (child process; in-process for memory)",
+                    Crash::InProcess => "stopped in-process",
+                }
+            );
+        }
         for s in &plan.skipped {
             println!("skipped provider: {s}");
         }

@@ -74,24 +74,60 @@ impl Row {
         }
     }
 
+    /// Medians over the runs of each extra measurement, in the order of the first run.
+    pub fn extras(&self) -> Vec<(&'static str, i64)> {
+        let Some(first) = self.samples.first() else {
+            return Vec::new();
+        };
+        first
+            .extras
+            .iter()
+            .map(|(name, _)| {
+                let mut v: Vec<i64> = self
+                    .samples
+                    .iter()
+                    .flat_map(|s| s.extras.iter().filter(|(n, _)| n == name).map(|(_, x)| *x))
+                    .collect();
+                v.sort_unstable();
+                let median = match v.len() {
+                    0 => 0,
+                    n if n % 2 == 1 => v[n / 2],
+                    n => (v[n / 2 - 1] + v[n / 2]) / 2,
+                };
+                (*name, median)
+            })
+            .collect()
+    }
+
     fn notes(&self) -> String {
-        let mut notes: Vec<&str> = Vec::new();
+        let mut notes: Vec<String> = Vec::new();
         for n in self.samples.iter().filter_map(|s| s.note.as_deref()) {
-            if !notes.contains(&n) {
-                notes.push(n);
+            if !notes.iter().any(|m| m == n) {
+                notes.push(n.to_owned());
             }
+        }
+        let extras = self.extras();
+        if !extras.is_empty() {
+            let medians: Vec<String> = extras
+                .iter()
+                .map(|(name, x)| format!("{name} {}", fmt_signed_latency(*x)))
+                .collect();
+            notes.push(format!("medians: {}", medians.join(", ")));
         }
         notes.join(" | ")
     }
 }
 
 /// The baselines ratios are taken against, in column order.
-const RATIO_BASELINES: [&str; 2] = ["raw-txn", "raw-batch"];
+const RATIO_BASELINES: [&str; 3] = ["raw-txn", "raw-batch", "raw-pg"];
 
-/// `row ÷ baseline` for ops/s, and for p50 (the p50 ratio is shown for one handle only).
+/// The baselines the p50 ratio (one handle) is taken against.
+const P50_BASELINES: [&str; 2] = ["raw-txn", "raw-pg"];
+
+/// `row ÷ baseline` for ops/s, and for p50 (the p50 ratios are shown for one handle only).
 struct Ratios {
-    ops: [Option<f64>; 2],
-    p50_vs_txn: Option<f64>,
+    ops: [Option<f64>; 3],
+    p50: [Option<f64>; 2],
 }
 
 fn ratios(row: &Row, rows: &[Row]) -> Ratios {
@@ -110,10 +146,12 @@ fn ratios(row: &Row, rows: &[Row]) -> Ratios {
         let b = baseline(name)?;
         Some(me.ops_per_sec? / b.ops_per_sec.filter(|x| *x > 0.0)?)
     });
-    let p50_vs_txn = baseline("raw-txn")
-        .filter(|b| row.handles == 1 && b.p50 > 0)
-        .map(|b| me.p50 as f64 / b.p50 as f64);
-    Ratios { ops, p50_vs_txn }
+    let p50 = P50_BASELINES.map(|name| {
+        baseline(name)
+            .filter(|b| row.handles == 1 && b.p50 > 0 && me.ops_per_sec.is_some())
+            .map(|b| me.p50 as f64 / b.p50 as f64)
+    });
+    Ratios { ops, p50 }
 }
 
 /// A latency in µs, for people.
@@ -127,31 +165,50 @@ pub fn fmt_latency(micros: u64) -> String {
     }
 }
 
+/// A signed duration in µs, for people.
+pub fn fmt_signed_latency(micros: i64) -> String {
+    let magnitude = fmt_latency(micros.unsigned_abs());
+    if micros < 0 {
+        format!("-{magnitude}")
+    } else {
+        magnitude
+    }
+}
+
 fn fmt_ratio(r: Option<f64>) -> String {
     r.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}×"))
 }
 
-/// The results table (medians of the runs).
+/// The results table (medians of the runs). Ratio columns appear only when a row has one.
 pub fn table(rows: &[Row]) -> String {
-    let header = [
-        "workload",
-        "subject",
-        "handles",
-        "ops",
-        "ops/s",
-        "p50",
-        "p99",
-        "max",
-        "ops/s÷raw-txn",
-        "ops/s÷raw-batch",
-        "p50÷raw-txn",
-        "note",
-    ];
-    let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
-    for row in rows {
+    let ratios: Vec<Ratios> = rows.iter().map(|row| ratios(row, rows)).collect();
+    let ops_columns: Vec<usize> = (0..RATIO_BASELINES.len())
+        .filter(|&i| ratios.iter().any(|r| r.ops[i].is_some()))
+        .collect();
+    let p50_columns: Vec<usize> = (0..P50_BASELINES.len())
+        .filter(|&i| ratios.iter().any(|r| r.p50[i].is_some()))
+        .collect();
+    let mut header: Vec<String> = [
+        "workload", "subject", "handles", "ops", "ops/s", "p50", "p99", "max",
+    ]
+    .iter()
+    .map(|h| (*h).to_owned())
+    .collect();
+    header.extend(
+        ops_columns
+            .iter()
+            .map(|&i| format!("ops/s÷{}", RATIO_BASELINES[i])),
+    );
+    header.extend(
+        p50_columns
+            .iter()
+            .map(|&i| format!("p50÷{}", P50_BASELINES[i])),
+    );
+    header.push("note".to_owned());
+    let mut cells: Vec<Vec<String>> = vec![header.clone()];
+    for (row, r) in rows.iter().zip(&ratios) {
         let s = row.summary();
-        let r = ratios(row, rows);
-        cells.push(vec![
+        let mut line = vec![
             row.workload.name().to_owned(),
             row.subject.name().to_owned(),
             row.handles.to_string(),
@@ -161,11 +218,11 @@ pub fn table(rows: &[Row]) -> String {
             fmt_latency(s.p50),
             fmt_latency(s.p99),
             fmt_latency(s.max),
-            fmt_ratio(r.ops[0]),
-            fmt_ratio(r.ops[1]),
-            fmt_ratio(r.p50_vs_txn),
-            row.notes(),
-        ]);
+        ];
+        line.extend(ops_columns.iter().map(|&i| fmt_ratio(r.ops[i])));
+        line.extend(p50_columns.iter().map(|&i| fmt_ratio(r.p50[i])));
+        line.push(row.notes());
+        cells.push(line);
     }
     let columns = header.len();
     let widths: Vec<usize> = (0..columns)
@@ -224,6 +281,7 @@ pub fn json(rows: &[Row], machine: &Machine, settings: Value) -> Value {
                         "p99_us": x.hist.value_at_quantile(0.99),
                         "max_us": x.hist.max(),
                         "note": x.note,
+                        "extras_us": extras_json(&x.extras),
                     })
                 })
                 .collect();
@@ -243,7 +301,10 @@ pub fn json(rows: &[Row], machine: &Machine, settings: Value) -> Value {
                 "max_us": s.max,
                 "ops_per_sec_vs_raw_txn": r.ops[0],
                 "ops_per_sec_vs_raw_batch": r.ops[1],
-                "p50_vs_raw_txn": r.p50_vs_txn,
+                "ops_per_sec_vs_raw_pg": r.ops[2],
+                "p50_vs_raw_txn": r.p50[0],
+                "p50_vs_raw_pg": r.p50[1],
+                "extras_us": extras_json(&row.extras()),
                 "runs": runs,
             })
         })
@@ -253,6 +314,15 @@ pub fn json(rows: &[Row], machine: &Machine, settings: Value) -> Value {
         "settings": settings,
         "results": results,
     })
+}
+
+fn extras_json(extras: &[(&'static str, i64)]) -> Value {
+    Value::Object(
+        extras
+            .iter()
+            .map(|(name, x)| ((*name).to_owned(), json!(x)))
+            .collect(),
+    )
 }
 
 /// The machine and code a result was measured on.
@@ -381,5 +451,66 @@ mod tests {
         assert_eq!(fmt_latency(999), "999µs");
         assert_eq!(fmt_latency(1_500), "1.50ms");
         assert_eq!(fmt_latency(2_500_000), "2.50s");
+        assert_eq!(fmt_signed_latency(-1_500), "-1.50ms");
+        assert_eq!(fmt_signed_latency(42), "42µs");
+    }
+
+    fn sample(extras: Vec<(&'static str, i64)>) -> Sample {
+        Sample {
+            ops: 1,
+            elapsed: None,
+            hist: crate::driver::new_histogram(),
+            note: None,
+            extras,
+        }
+    }
+
+    #[test]
+    fn extras_are_medians_per_name_and_show_in_the_notes() {
+        let row = Row {
+            workload: Workload::Takeover,
+            subject: Subject::Provider(crate::providers::ProviderKind::Memory),
+            handles: 1,
+            samples: vec![
+                sample(vec![("after", 30), ("left", -5)]),
+                sample(vec![("after", 10), ("left", -1)]),
+                sample(vec![("after", 20), ("left", -3)]),
+            ],
+        };
+        assert_eq!(row.extras(), vec![("after", 20), ("left", -3)]);
+        assert!(
+            row.notes().contains("after 20µs, left -3µs"),
+            "{}",
+            row.notes()
+        );
+    }
+
+    #[test]
+    fn ratio_columns_appear_only_for_baselines_that_ran() {
+        let row = |subject, ops: u64| Row {
+            workload: Workload::Save,
+            subject,
+            handles: 16,
+            samples: vec![Sample {
+                ops,
+                elapsed: Some(std::time::Duration::from_secs(1)),
+                hist: crate::driver::new_histogram(),
+                note: None,
+                extras: Vec::new(),
+            }],
+        };
+        let rows = [
+            row(
+                Subject::Provider(crate::providers::ProviderKind::Postgres),
+                900,
+            ),
+            row(Subject::RawPg, 1000),
+        ];
+        let text = table(&rows);
+        assert!(
+            text.contains("ops/s÷raw-pg") && text.contains("0.90×"),
+            "{text}"
+        );
+        assert!(!text.contains("raw-txn"), "{text}");
     }
 }

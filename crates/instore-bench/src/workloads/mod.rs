@@ -1,21 +1,23 @@
 //! The workloads. Each runs one subject — a provider behind the public `InstanceStore` API, a
-//! raw SQLite baseline, or a floor — on fresh storage and returns one [`Sample`].
+//! raw SQLite or PostgreSQL baseline, or a floor — on fresh storage and returns one [`Sample`].
 
 mod by_key;
 mod cycle;
 mod save;
+pub mod takeover;
 mod timers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use instore::{bag, CreateOwner, InstanceStore, OwnerId, PropertyBag};
+use instore::{bag, CreateOwner, InstanceStore, OwnerId, PropertyBag, StoreSettings};
 
 use crate::baseline::{RawMode, RawStore};
 use crate::driver::{Budget, Sample};
-use crate::providers::{open_store, ProviderKind};
+use crate::providers::{Place, ProviderKind};
 use crate::Synchronous;
+use takeover::TakeoverSettings;
 
 /// Timeout given to every command: generous, so a slow disk shows as latency, not as errors.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -31,15 +33,18 @@ pub enum Workload {
     ByKey,
     /// Lateness of due timers seen through `wait_for_events` + `TryLoadRunnable`.
     Timers,
+    /// Time for host B to load the N instances of host A after A is killed.
+    Takeover,
 }
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 4] = [
+    pub const ALL: [Workload; 5] = [
         Workload::Save,
         Workload::Cycle,
         Workload::ByKey,
         Workload::Timers,
+        Workload::Takeover,
     ];
 
     /// Its name in the CLI and the table.
@@ -49,20 +54,44 @@ impl Workload {
             Workload::Cycle => "cycle",
             Workload::ByKey => "by-key",
             Workload::Timers => "timers",
+            Workload::Takeover => "takeover",
         }
     }
 
-    /// The reference subjects it runs besides the providers.
-    pub fn baselines(self, batch: usize) -> Vec<Subject> {
+    /// The reference subjects it runs besides `providers`: the raw SQLite baselines with memory
+    /// or SQLite, `raw-pg` with PostgreSQL (for `save`), the tokio timer floor for `timers`.
+    pub fn baselines(self, batch: usize, providers: &[ProviderKind]) -> Vec<Subject> {
+        let sqlite_side = providers
+            .iter()
+            .any(|p| matches!(p, ProviderKind::Memory | ProviderKind::Sqlite));
+        let postgres = providers.contains(&ProviderKind::Postgres);
+        let mut subjects = Vec::new();
         match self {
-            Workload::Timers => vec![Subject::TimerFloor],
-            _ => vec![
-                Subject::Raw(RawMode::PerTxn),
-                Subject::Raw(RawMode::Batch(batch)),
-            ],
+            Workload::Timers => subjects.push(Subject::TimerFloor),
+            Workload::Takeover => {}
+            Workload::Save | Workload::Cycle | Workload::ByKey => {
+                if sqlite_side {
+                    subjects.push(Subject::Raw(RawMode::PerTxn));
+                    subjects.push(Subject::Raw(RawMode::Batch(batch)));
+                }
+                if postgres && self == Workload::Save {
+                    subjects.push(Subject::RawPg);
+                }
+            }
         }
+        subjects
+    }
+
+    /// Whether the provider's PostgreSQL pool is sized to the handle count (the throughput
+    /// workloads: "N handles on an N-connection pool"); otherwise it has the default 16.
+    fn pool_is_handles(self) -> bool {
+        matches!(self, Workload::Save | Workload::Cycle | Workload::ByKey)
     }
 }
+
+/// Connections in the PostgreSQL provider's pool when it is not the handle count (the
+/// provider's default).
+pub const DEFAULT_PG_POOL: usize = 16;
 
 /// What a workload runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +100,8 @@ pub enum Subject {
     Provider(ProviderKind),
     /// A raw rusqlite baseline.
     Raw(RawMode),
+    /// The raw tokio-postgres baseline.
+    RawPg,
     /// For `timers`: plain tokio sleeps until each due time (the timer floor of this machine).
     TimerFloor,
 }
@@ -82,6 +113,7 @@ impl Subject {
             Subject::Provider(p) => p.name(),
             Subject::Raw(RawMode::PerTxn) => "raw-txn",
             Subject::Raw(RawMode::Batch(_)) => "raw-batch",
+            Subject::RawPg => "raw-pg",
             Subject::TimerFloor => "tokio-sleep",
         }
     }
@@ -113,6 +145,10 @@ pub struct RunCtx {
     pub keep: bool,
     /// A unique tag for this run's files.
     pub tag: String,
+    /// The PostgreSQL server (`postgres://USER@HOST:PORT/DATABASE`).
+    pub pg_url: String,
+    /// The `takeover` workload's settings.
+    pub takeover: TakeoverSettings,
 }
 
 impl RunCtx {
@@ -138,7 +174,8 @@ fn remove_db(path: &Path) {
     }
 }
 
-/// Runs `workload` with `handles` concurrent workers (host loops for `timers`) on `subject`.
+/// Runs `workload` with `handles` concurrent workers (host loops for `timers` and `takeover`)
+/// on `subject`.
 pub async fn run(
     workload: Workload,
     subject: Subject,
@@ -148,16 +185,15 @@ pub async fn run(
     let db = ctx.db_path(subject);
     let result = match subject {
         Subject::Provider(kind) => {
-            let store = open_store(kind, &db, ctx.sync).await?;
-            let result = match workload {
-                Workload::Save => save::provider(&store, handles, ctx).await,
-                Workload::Cycle => cycle::provider(&store, handles, ctx).await,
-                Workload::ByKey => by_key::provider(&store, handles, ctx).await,
-                Workload::Timers => timers::provider(&store, handles, ctx).await,
+            let pool = if workload.pool_is_handles() {
+                handles
+            } else {
+                DEFAULT_PG_POOL
             };
-            store.shutdown().await;
-            drop(store);
-            result
+            let place = Place::fresh(kind, &db, ctx.sync, &ctx.pg_url, pool);
+            let result = on_provider(workload, kind, &place, handles, ctx).await;
+            let destroyed = place.destroy().await;
+            result.and_then(|sample| destroyed.map(|()| sample))
         }
         Subject::Raw(mode) => {
             let raw = RawStore::open(&db, mode, ctx.sync)?;
@@ -165,15 +201,62 @@ pub async fn run(
                 Workload::Save => save::raw(&raw, handles, ctx).await,
                 Workload::Cycle => cycle::raw(&raw, handles, ctx).await,
                 Workload::ByKey => by_key::raw(&raw, handles, ctx).await,
-                Workload::Timers => Err("timers has no raw baseline".to_owned()),
+                Workload::Timers | Workload::Takeover => {
+                    Err(format!("{} has no raw baseline", workload.name()))
+                }
             };
             raw.close().await;
             result
         }
+        Subject::RawPg => raw_pg(workload, handles, ctx).await,
         Subject::TimerFloor => timers::floor(ctx).await,
     };
     ctx.done_with(&db);
     result.map_err(|e| format!("{} on {}: {e}", workload.name(), subject.name()))
+}
+
+async fn on_provider(
+    workload: Workload,
+    kind: ProviderKind,
+    place: &Place,
+    handles: usize,
+    ctx: &RunCtx,
+) -> Result<Sample, String> {
+    if workload == Workload::Takeover {
+        return takeover::provider(kind, place, handles, ctx).await;
+    }
+    let store = place.store(StoreSettings::default()).await?;
+    let result = match workload {
+        Workload::Save => save::provider(&store, handles, ctx).await,
+        Workload::Cycle => cycle::provider(&store, handles, ctx).await,
+        Workload::ByKey => by_key::provider(&store, handles, ctx).await,
+        Workload::Timers => timers::provider(&store, handles, ctx).await,
+        Workload::Takeover => Err("takeover opens its own stores".to_owned()),
+    };
+    store.shutdown().await;
+    drop(store);
+    result
+}
+
+#[cfg(feature = "postgres")]
+async fn raw_pg(workload: Workload, handles: usize, ctx: &RunCtx) -> Result<Sample, String> {
+    use crate::raw_pg::{self, RawPg};
+    let raw = RawPg::open(&ctx.pg_url).await?;
+    let result = match workload {
+        Workload::Save => raw_pg::save(&raw, handles, ctx).await,
+        _ => Err(format!("{} has no raw-pg baseline", workload.name())),
+    };
+    let closed = raw.close().await;
+    result.and_then(|sample| closed.map(|()| sample))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn raw_pg(workload: Workload, handles: usize, ctx: &RunCtx) -> Result<Sample, String> {
+    let _ = (workload, handles, ctx);
+    Err(
+        "this instore-bench was built without PostgreSQL; build it with `--features postgres`"
+            .to_owned(),
+    )
 }
 
 /// A 4 KiB-ish state: one `Bytes` value of `bytes` random (incompressible) bytes.
@@ -202,4 +285,33 @@ pub async fn create_owner(store: &InstanceStore, host_type: &str) -> Result<Owne
 /// Maps a store error to the harness's error text, naming the command.
 pub fn cmd_err(command: &'static str) -> impl Fn(instore::StoreError) -> String {
     move |e| format!("{command}: {e}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baselines_follow_the_storage_of_the_providers() {
+        let names = |w: Workload, p: &[ProviderKind]| -> Vec<&'static str> {
+            w.baselines(64, p).into_iter().map(Subject::name).collect()
+        };
+        use ProviderKind::{Memory, Postgres, Sqlite};
+        assert_eq!(names(Workload::Save, &[Sqlite]), ["raw-txn", "raw-batch"]);
+        assert_eq!(names(Workload::Save, &[Postgres]), ["raw-pg"]);
+        assert_eq!(
+            names(Workload::Save, &[Memory, Postgres]),
+            ["raw-txn", "raw-batch", "raw-pg"]
+        );
+        assert!(names(Workload::Cycle, &[Postgres]).is_empty());
+        assert_eq!(names(Workload::Timers, &[Postgres]), ["tokio-sleep"]);
+        assert!(names(Workload::Takeover, &[Memory, Sqlite, Postgres]).is_empty());
+    }
+
+    #[test]
+    fn only_throughput_workloads_size_the_pool_to_the_handles() {
+        assert!(Workload::Save.pool_is_handles());
+        assert!(!Workload::Timers.pool_is_handles());
+        assert!(!Workload::Takeover.pool_is_handles());
+    }
 }

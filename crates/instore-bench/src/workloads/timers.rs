@@ -119,6 +119,7 @@ pub async fn provider(store: &InstanceStore, loops: usize, ctx: &RunCtx) -> Resu
         elapsed: None,
         hist,
         note: Some(note),
+        extras: Vec::new(),
     })
 }
 
@@ -201,6 +202,7 @@ pub async fn floor(ctx: &RunCtx) -> Result<Sample, String> {
         elapsed: None,
         hist,
         note: Some(format!("lateness; {count} plain tokio sleeps")),
+        extras: Vec::new(),
     })
 }
 
