@@ -94,9 +94,15 @@ create type {{s}}.snapshot as (
     host_type text
 );
 
+-- Helpers are PL/pgSQL, not SQL: PL/pgSQL caches its plans per session, while a SQL function
+-- that cannot be inlined is parsed and planned again on every call (measured: that was half of a
+-- save's server CPU).
+
 create function {{s}}.now_us(p_now bigint) returns bigint
-language sql volatile as $$
-    select coalesce(p_now, (extract(epoch from clock_timestamp()) * 1000000)::bigint)
+language plpgsql volatile as $$
+begin
+    return coalesce(p_now, (extract(epoch from clock_timestamp()) * 1000000)::bigint);
+end
 $$;
 
 create function {{s}}.fail(p_error text, p_detail jsonb) returns void
@@ -107,26 +113,42 @@ end
 $$;
 
 create function {{s}}.alive(p_owner uuid, p_now bigint) returns boolean
-language sql stable as $$
-    select coalesce((select lease_expires_at > p_now from {{s}}.owners where id = p_owner), false)
+language plpgsql stable as $$
+declare
+    v_lease bigint;
+begin
+    select lease_expires_at into v_lease from {{s}}.owners where id = p_owner;
+    return coalesce(v_lease > p_now, false);
+end
 $$;
 
 -- The logical size of a metadata bag: postcard's length prefix plus every entry.
 create function {{s}}.bag_len(p_bag jsonb) returns bigint
-language sql immutable as $$
-    select (case when n < 128 then 1 when n < 16384 then 2 when n < 2097152 then 3 else 4 end)
-           + coalesce((select sum((v->>1)::bigint) from jsonb_each(p_bag) as e(k, v)), 0)
-    from (select count(*) as n from jsonb_object_keys(p_bag)) c
+language plpgsql immutable as $$
+declare
+    n bigint;
+    total bigint;
+begin
+    select count(*), coalesce(sum((v->>1)::bigint), 0) into n, total
+    from jsonb_each(p_bag) as e(k, v);
+    return (case when n < 128 then 1 when n < 16384 then 2 when n < 2097152 then 3 else 4 end)
+           + total;
+end
 $$;
 
 -- The optional entry to drop first when a bag does not fit: the largest, ties broken by the
 -- greater name (as `instore::encoding::encode_within` does).
 create function {{s}}.largest_optional(p_bag jsonb) returns text
-language sql immutable as $$
-    select k from jsonb_each(p_bag) as e(k, v)
+language plpgsql immutable as $$
+declare
+    v_name text;
+begin
+    select k into v_name from jsonb_each(p_bag) as e(k, v)
     where ((v->>0)::int & 2) <> 0
     order by (v->>1)::bigint desc, k collate "C" desc
-    limit 1
+    limit 1;
+    return v_name;
+end
 $$;
 
 create function {{s}}.check_caller(p_owner uuid, p_now bigint) returns void
@@ -230,8 +252,13 @@ $$;
 
 -- The row, locked for update, creating nothing.
 create function {{s}}.locked_row(p_id uuid) returns {{s}}.instances
-language sql as $$
-    select * from {{s}}.instances where id = p_id for update
+language plpgsql as $$
+declare
+    r {{s}}.instances;
+begin
+    select * into r from {{s}}.instances where id = p_id for update;
+    return r;
+end
 $$;
 
 -- When `r` is released at `p_now`: since when it is runnable, or null.
@@ -246,22 +273,26 @@ $$;
 
 create function {{s}}.snapshot_of(p_id uuid, p_locked boolean, p_with_data boolean)
 returns {{s}}.snapshot
-language sql stable as $$
+language plpgsql stable as $$
+declare
+    out {{s}}.snapshot;
+begin
     select i.id, i.state, i.lock_version, p_locked,
            case when p_with_data then d.data end, d.data_encoding, d.metadata,
-           coalesce(k.ids, '{}'), coalesce(k.states, '{}'), coalesce(k.metadata, '{}'),
-           coalesce(k.encodings, '{}'),
+           '{}', '{}', '{}', '{}',
            i.status, i.timer, i.bookmarks, i.suspended, i.suspension_reason, i.exception_name,
            i.exception_message, i.host_type
+    into out
     from {{s}}.instances i
     join {{s}}.instance_data d on d.id = i.id
-    left join lateral (
-        select array_agg(id order by id) as ids, array_agg(state order by id) as states,
-               array_agg(metadata order by id) as metadata,
-               array_agg(metadata_encoding order by id) as encodings
-        from {{s}}.keys where instance = i.id
-    ) k on true
-    where i.id = p_id
+    where i.id = p_id;
+    select coalesce(array_agg(id order by id), '{}'), coalesce(array_agg(state order by id), '{}'),
+           coalesce(array_agg(metadata order by id), '{}'),
+           coalesce(array_agg(metadata_encoding order by id), '{}')
+    into out.key_ids, out.key_states, out.key_metadata, out.key_metadata_encodings
+    from {{s}}.keys where instance = p_id;
+    return out;
+end
 $$;
 
 -- Raises `instance_suspended` if the guard asks and the instance is suspended.
@@ -654,8 +685,11 @@ $$;
 
 -- When the next instance of a host type becomes runnable (reads only).
 create function {{s}}.next_runnable(p_host_type text) returns bigint
-language sql stable as $$
-    select min(t) from (
+language plpgsql stable as $$
+declare
+    v_next bigint;
+begin
+    select min(t) into v_next from (
         select min(ready_at) as t from {{s}}.instances
         where host_type = p_host_type and lock_owner is null and ready_at is not null
           and state = 2 and not suspended
@@ -664,7 +698,9 @@ language sql stable as $$
         left join {{s}}.owners o on o.id = i.lock_owner
         where i.host_type = p_host_type and i.lock_owner is not null and i.state = 2
           and not i.suspended
-    ) t
+    ) t;
+    return v_next;
+end
 $$;
 
 -- Host types with runnable instances and no owner of that type whose lease is alive.
@@ -694,13 +730,15 @@ $$;
 -- holds are left for a later clean-up (SKIP LOCKED): concurrent clean-ups deleting the same rows
 -- in different orders would otherwise deadlock.
 create function {{s}}.clean_up_owners(p_now bigint) returns void
-language sql as $$
+language plpgsql as $$
+begin
     delete from {{s}}.owners where id in (
         select o.id from {{s}}.owners o
         where o.lease_expires_at <= p_now
           and not exists (select 1 from {{s}}.instances i where i.lock_owner = o.id)
         for update skip locked
-    )
+    );
+end
 $$;
 
 create function {{s}}.create_owner(
