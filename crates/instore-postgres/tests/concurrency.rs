@@ -113,11 +113,7 @@ async fn a_claim_looks_past_a_full_batch_of_rows_others_are_claiming() {
         ids.push(id);
     }
     // Another session holds the 35 oldest rows.
-    let (mut admin, connection) =
-        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-            .await
-            .expect("admin");
-    let driver = tokio::spawn(connection);
+    let mut admin = support::admin().await;
     let tx = admin.transaction().await.expect("begin");
     let held: Vec<uuid::Uuid> = ids[..35].iter().map(|i| i.as_uuid()).collect();
     tx.execute(
@@ -140,7 +136,6 @@ async fn a_claim_looks_past_a_full_batch_of_rows_others_are_claiming() {
         .expect("claim");
     assert_eq!(found.map(|s| s.instance), Some(ids[35]));
     tx.rollback().await.expect("rollback");
-    driver.abort();
 }
 
 /// An instance whose lock names an owner that no longer exists is runnable (as on every
@@ -158,11 +153,7 @@ async fn an_instance_locked_by_a_vanished_owner_is_runnable() {
     let id = instore::InstanceId::new();
     runnable(provider.as_ref(), owner, id).await;
     // What a clean-up racing an uncommitted claim leaves behind.
-    let (admin, connection) =
-        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-            .await
-            .expect("admin");
-    let driver = tokio::spawn(connection);
+    let admin = support::admin().await;
     admin
         .execute(
             &format!(
@@ -173,7 +164,6 @@ async fn an_instance_locked_by_a_vanished_owner_is_runnable() {
         )
         .await
         .expect("orphan the lock");
-    driver.abort();
     assert!(provider
         .next_runnable("orders")
         .await
@@ -256,11 +246,7 @@ async fn an_abandoned_call_is_cancelled_and_never_takes_effect_later() {
     let first = provider.save(owner, save(1, None)).await.expect("save");
 
     // Another session holds the row, so the next save waits on the server.
-    let (mut admin, connection) =
-        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-            .await
-            .expect("admin");
-    let driver = tokio::spawn(connection);
+    let mut admin = support::admin().await;
     let tx = admin.transaction().await.expect("begin");
     tx.execute(
         &format!(
@@ -301,7 +287,6 @@ async fn an_abandoned_call_is_cancelled_and_never_takes_effect_later() {
         "the abandoned save is still waiting on the server"
     );
     tx.rollback().await.expect("rollback");
-    driver.abort();
 
     let reread = instore::LoadRequest {
         target: instore::LoadTarget::Id {

@@ -77,11 +77,7 @@ async fn a_user_without_rights_is_told_what_to_grant() {
         "instore_noperm_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     );
-    let (admin, connection) =
-        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-            .await
-            .expect("admin");
-    let driver = tokio::spawn(connection);
+    let admin = support::admin().await;
     admin
         .batch_execute(&format!("create role {role} login"))
         .await
@@ -96,7 +92,6 @@ async fn a_user_without_rights_is_told_what_to_grant() {
         .batch_execute(&format!("drop role {role}"))
         .await
         .expect("drop the role");
-    driver.abort();
     let text = shown(&e);
     assert_one_line(&text);
     assert!(
@@ -124,11 +119,7 @@ async fn a_bad_url_says_what_is_wrong() {
 async fn a_schema_holding_other_tables_is_refused_unchanged() {
     let schema = support::fresh_schema();
     let _guard = support::SchemaGuard(schema.clone());
-    let (admin, connection) =
-        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-            .await
-            .expect("admin");
-    let driver = tokio::spawn(connection);
+    let admin = support::admin().await;
     admin
         .batch_execute(&format!(
             "create schema {schema}; create table {schema}.invoices (id int); \
@@ -148,5 +139,4 @@ async fn a_schema_holding_other_tables_is_refused_unchanged() {
         .expect("count")
         .get(0);
     assert_eq!(tables, 1, "the schema was changed");
-    driver.abort();
 }

@@ -27,11 +27,7 @@ const T: Duration = Duration::from_secs(10);
 
 /// Terminates every backend of the store (its pool and its listener); returns how many.
 async fn terminate_backends(schema: &str) -> i64 {
-    let (client, connection) =
-        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-            .await
-            .expect("admin connection");
-    let driver = tokio::spawn(connection);
+    let client = support::admin().await;
     let n: i64 = client
         .query_one(
             "select count(pg_terminate_backend(pid)) from pg_stat_activity \
@@ -41,7 +37,6 @@ async fn terminate_backends(schema: &str) -> i64 {
         .await
         .expect("terminate")
         .get(0);
-    driver.abort();
     n
 }
 
@@ -209,11 +204,7 @@ async fn severed_connections_under_load_fail_transiently_and_lose_nothing() {
 
 /// Whether the store's listener connection is back and has run its `LISTEN`.
 async fn listener_is_back(schema: &str) -> bool {
-    let (client, connection) =
-        tokio_postgres::connect(&support::server_url(), tokio_postgres::NoTls)
-            .await
-            .expect("admin connection");
-    let driver = tokio::spawn(connection);
+    let client = support::admin().await;
     let back: bool = client
         .query_one(
             "select exists (select 1 from pg_stat_activity where application_name = $1 \
@@ -223,6 +214,5 @@ async fn listener_is_back(schema: &str) -> bool {
         .await
         .expect("pg_stat_activity")
         .get(0);
-    driver.abort();
     back
 }

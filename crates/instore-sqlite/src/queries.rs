@@ -48,30 +48,6 @@ fn uuid(bytes: &[u8]) -> Result<Uuid, StoreError> {
         .map_err(|_| corrupt(format!("an id column holds {} bytes, not 16", bytes.len())))
 }
 
-fn state_code(s: InstanceState) -> i64 {
-    s.code().into()
-}
-
-fn state_of(code: i64) -> Result<InstanceState, StoreError> {
-    InstanceState::from_code(code)
-}
-
-pub(crate) fn status_code(s: ExecutionStatus) -> i64 {
-    s.code().into()
-}
-
-fn status_of(code: i64) -> Result<ExecutionStatus, StoreError> {
-    ExecutionStatus::from_code(code)
-}
-
-fn key_state_code(s: KeyState) -> i64 {
-    s.code().into()
-}
-
-fn key_state_of(code: i64) -> Result<KeyState, StoreError> {
-    KeyState::from_code(code)
-}
-
 fn ts(micros: Option<i64>) -> Option<Timestamp> {
     micros.map(Timestamp::from_micros)
 }
@@ -179,11 +155,11 @@ fn instance_of(raw: RawInstance) -> Result<InstanceRow, StoreError> {
     });
     Ok(InstanceRow {
         id: InstanceId::from_uuid(uuid(&id)?),
-        state: state_of(state)?,
+        state: InstanceState::from_code(state)?,
         lock_owner: owner(lock_owner)?,
         last_lock_owner: owner(last_lock_owner)?,
         lock_version: u64::try_from(lock_version).map_err(|_| corrupt("negative lock_version"))?,
-        status: status_of(status)?,
+        status: ExecutionStatus::from_code(status)?,
         timer: ts(timer),
         ready_at: ts(ready_at),
         suspension,
@@ -247,11 +223,11 @@ pub(crate) fn put_instance(conn: &Connection, row: &InstanceRow) -> Result<(), S
         .or_storage()?
         .execute(params![
             row.id.as_uuid().as_bytes().as_slice(),
-            state_code(row.state),
+            i64::from(row.state.code()),
             owner(row.lock_owner),
             owner(row.last_lock_owner),
             i64::try_from(row.lock_version).unwrap_or(i64::MAX),
-            status_code(row.status),
+            i64::from(row.status.code()),
             row.timer.map(|t| t.as_micros()),
             row.ready_at.map(|t| t.as_micros()),
             row.suspension.is_some(),
@@ -413,7 +389,7 @@ fn key_row(raw: RawKey) -> Result<(KeyId, KeyRow), StoreError> {
         KeyId::from_uuid(uuid(&id)?),
         KeyRow {
             instance: InstanceId::from_uuid(uuid(&instance)?),
-            state: key_state_of(state)?,
+            state: KeyState::from_code(state)?,
             metadata: decode_bag(&bag_of(encoding, metadata, 0)?)?,
         },
     ))
@@ -456,7 +432,7 @@ pub(crate) fn put_key(conn: &Connection, key: KeyId, row: &KeyRow) -> Result<(),
     .execute(params![
         key.as_uuid().as_bytes().as_slice(),
         row.instance.as_uuid().as_bytes().as_slice(),
-        key_state_code(row.state),
+        i64::from(row.state.code()),
         metadata.bytes,
         i64::from(metadata.encoding.code()),
     ])

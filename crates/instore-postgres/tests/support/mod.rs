@@ -26,6 +26,43 @@ pub fn store_url(schema: &str) -> String {
     format!("{base}{sep}schema={schema}")
 }
 
+/// A plain connection to the test server, for what a test does behind the provider's back
+/// (holding row locks, terminating backends, damaging rows). Its driver task stops with it.
+pub struct Admin {
+    client: tokio_postgres::Client,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for Admin {
+    type Target = tokio_postgres::Client;
+    fn deref(&self) -> &Self::Target {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Admin {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.client
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
+/// Connects to the test server.
+pub async fn admin() -> Admin {
+    let (client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test server");
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Admin { client, driver }
+}
+
 /// Drops its schema when dropped (on a thread of its own: drops happen inside runtimes).
 pub struct SchemaGuard(pub String);
 
@@ -43,15 +80,11 @@ pub fn drop_schema_now(schema: &str) {
         .build()
         .expect("a runtime");
     rt.block_on(async {
-        let (client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
+        admin()
             .await
-            .expect("connect to drop a test schema");
-        let driver = tokio::spawn(connection);
-        client
             .batch_execute(&format!("drop schema if exists \"{schema}\" cascade"))
             .await
             .expect("drop the test schema");
-        driver.abort();
     });
 }
 
