@@ -80,6 +80,7 @@ async fn runnable(p: &dyn PersistenceProvider, owner: instore::OwnerId, id: inst
             busy: Vec::new(),
             save,
             rules: rules(),
+            promoted: None,
         },
     )
     .await
@@ -205,6 +206,7 @@ async fn racing_creators_of_one_instance_id_get_rule_answers() {
                         busy: Vec::new(),
                         save: instore::Save::data(bag([("n", 1i64)])),
                         rules: rules(),
+                        promoted: None,
                     },
                 )
                 .await
@@ -242,6 +244,7 @@ async fn an_abandoned_call_is_cancelled_and_never_takes_effect_later() {
         busy: Vec::new(),
         save: instore::Save::data(bag([("n", n)])),
         rules: rules(),
+        promoted: None,
     };
     let first = provider.save(owner, save(1, None)).await.expect("save");
 

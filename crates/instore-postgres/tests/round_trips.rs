@@ -206,6 +206,7 @@ async fn every_provider_operation_is_one_round_trip() {
         busy: Vec::new(),
         save,
         rules,
+        promoted: None,
     };
     // An acquiring save creating the instance with a key, metadata and a timer.
     let first = Save {

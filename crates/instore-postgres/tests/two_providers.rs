@@ -62,6 +62,7 @@ async fn locks_and_wake_ups_cross_between_providers_of_one_store() {
                 busy: Vec::new(),
                 save: executing,
                 rules,
+                promoted: None,
             },
         )
         .await

@@ -133,6 +133,35 @@ pub enum StoreError {
     /// or not at all. Reload to find out.
     #[error("command timed out")]
     Timeout,
+    /// No instance has this id (a control command or a delete named it). Check the id.
+    #[error("instance not found: instance={instance}")]
+    InstanceNotFound {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// A management service is executing the instance's queued control command right now, so it
+    /// cannot be replaced. Wait for it to finish (at most the queue's lock time) and try again.
+    #[error("a control command for instance {instance} is being executed; try again when it has finished")]
+    CommandLocked {
+        /// The instance.
+        instance: InstanceId,
+    },
+    /// The instance's queued control command has failed and waits for a retry, so it cannot be
+    /// replaced. Wait until it succeeds or is given up (see the error log), then try again.
+    #[error("the control command for instance {instance} failed {attempts} time(s) and waits for a retry; try again once it succeeded or was given up")]
+    CommandPending {
+        /// The instance.
+        instance: InstanceId,
+        /// Its failed attempts so far.
+        attempts: u32,
+    },
+    /// The reader's lock on a control command is gone (it expired and another reader took the
+    /// command, or the command was replaced or deleted). Its outcome was not recorded.
+    #[error("control command lock lost: instance={instance}")]
+    CommandLockLost {
+        /// The instance.
+        instance: InstanceId,
+    },
     /// The storage failed. [`StorageError::is_transient`] says whether a retry can help.
     #[error("storage failure")]
     Storage(#[source] StorageError),
@@ -145,7 +174,9 @@ impl StoreError {
             StoreError::Storage(s) => s.is_transient(),
             StoreError::InstanceLocked { .. }
             | StoreError::Timeout
-            | StoreError::CommandOverlap => true,
+            | StoreError::CommandOverlap
+            | StoreError::CommandLocked { .. }
+            | StoreError::CommandPending { .. } => true,
             _ => false,
         }
     }
@@ -172,6 +203,10 @@ impl StoreError {
             StoreError::Invalid { .. } => "invalid",
             StoreError::PayloadTooLarge { .. } => "payload_too_large",
             StoreError::Timeout => "timeout",
+            StoreError::InstanceNotFound { .. } => "instance_not_found",
+            StoreError::CommandLocked { .. } => "command_locked",
+            StoreError::CommandPending { .. } => "command_pending",
+            StoreError::CommandLockLost { .. } => "command_lock_lost",
             StoreError::Storage(_) => "storage",
         }
     }

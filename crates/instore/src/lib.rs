@@ -36,12 +36,14 @@
 
 mod codes;
 mod command;
+mod control;
 pub mod encoding;
 mod error;
 mod extension;
 mod ids;
 mod memory;
 mod provider;
+mod query;
 mod settings;
 mod store;
 mod time;
@@ -53,6 +55,10 @@ pub use command::{
     Command, CreateOwner, CustomCommand, ExceptionInfo, ExecutionStatus, Load, LoadByKey, NewKey,
     Save, SuspendChange,
 };
+pub use control::{
+    handover, handover_metadata, CommandFailure, ControlCommand, ControlProvider, QueueEntry,
+    QueueSettings, QueuedCommand,
+};
 pub use encoding::{EncodedBag, Encoding, EncodingSettings};
 pub use error::{StorageError, StorageErrorKind, StoreError};
 pub use extension::{CommandContext, Extension, SuspensionExtension};
@@ -60,7 +66,12 @@ pub use ids::{InstanceId, KeyId, OwnerId};
 pub use memory::MemoryProvider;
 pub use provider::{
     LeaseState, LoadGuards, LoadRequest, LoadTarget, NewOwner, OwnerInfo, PersistenceProvider,
-    RunnableRequest, SaveRequest, SaveRules, WakeUps,
+    Providers, RunnableRequest, SaveRequest, SaveRules, WakeUps,
+};
+pub use query::{
+    promote, promoted_text, BlockedOn, Condition, Cursor, ErrorLogEntry, GroupBy, GroupCount,
+    InstanceFilter, InstanceInfo, InstanceStatus, Page, PageRequest, PendingCommand, QueryProvider,
+    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 pub use settings::{CompletionAction, LockRetry, StoreSettings};
 pub use store::{InstanceEvent, InstanceHandle, InstanceStore, InstanceStoreBuilder, StoreEvent};

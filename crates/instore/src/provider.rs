@@ -9,6 +9,7 @@
 //!
 //! `docs/writing-a-provider.md` walks through writing one; `instore-conformance` proves it.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::{
     Activatable, CompletionAction, EncodingSettings, InstanceId, InstanceSnapshot, KeyId, NewKey,
-    OwnerId, PropertyBag, Save, SharedClock, StoreError, Timestamp,
+    OwnerId, PropertyBag, Save, SharedClock, StoreError, Timestamp, Value,
 };
 
 /// What to register with [`PersistenceProvider::create_owner`].
@@ -150,6 +151,9 @@ pub struct SaveRequest {
     pub save: Save,
     /// Store rules.
     pub rules: SaveRules,
+    /// With data: the instance's promoted values, replacing all it had (computed by the runtime
+    /// with [`crate::promote`]). `None`: leave them.
+    pub promoted: Option<BTreeMap<String, Value>>,
 }
 
 /// A `TryLoadRunnable` request.
@@ -250,4 +254,31 @@ pub trait PersistenceProvider: Debug + Send + Sync + 'static {
 
     /// Every stored owner (live or expired but not yet cleaned up).
     async fn owners(&self) -> Result<Vec<OwnerInfo>, StoreError>;
+}
+
+/// The three sides of one store over the same storage (SPEC §1): persistence, query, control.
+/// What tools (CLI, server, management service) open; a provider crate that implements all three
+/// traits on one type builds it with [`Providers::of`].
+#[derive(Debug, Clone)]
+pub struct Providers {
+    /// Hosts' side.
+    pub persistence: std::sync::Arc<dyn PersistenceProvider>,
+    /// Operators' read side.
+    pub query: std::sync::Arc<dyn crate::QueryProvider>,
+    /// The control queue.
+    pub control: std::sync::Arc<dyn crate::ControlProvider>,
+}
+
+impl Providers {
+    /// All three sides from one provider.
+    pub fn of<P>(provider: std::sync::Arc<P>) -> Self
+    where
+        P: PersistenceProvider + crate::QueryProvider + crate::ControlProvider,
+    {
+        Self {
+            persistence: provider.clone(),
+            query: provider.clone(),
+            control: provider,
+        }
+    }
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{EncodingSettings, StoreError};
+use crate::{EncodingSettings, QueueSettings, StoreError};
 
 /// What happens to a completed instance (SPEC §6.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -51,6 +51,14 @@ pub struct StoreSettings {
     /// Register the built-in suspension extension (default off in the bare store; the host
     /// runtime turns it on).
     pub suspension_extension: bool,
+    /// Names of data values projected into indexed, typed columns for queries (SPEC §12
+    /// "Promotions"); default none.
+    pub promotions: Vec<String>,
+    /// Completed instances last changed longer ago than this are purged (default 7 days;
+    /// `None` keeps them forever).
+    pub retention: Option<Duration>,
+    /// The control queue's lock time, retries and batch size.
+    pub queue: QueueSettings,
 }
 
 impl Default for StoreSettings {
@@ -65,6 +73,9 @@ impl Default for StoreSettings {
             max_payload_bytes: 16 * 1024 * 1024,
             encoding: EncodingSettings::default(),
             suspension_extension: false,
+            promotions: Vec::new(),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            queue: QueueSettings::default(),
         }
     }
 }
@@ -97,6 +108,20 @@ impl StoreSettings {
                 self.detection_poll
             )));
         }
+        for name in &self.promotions {
+            if name.is_empty() {
+                return Err(StoreError::invalid(
+                    "setting 'promotions' holds an empty name; name the data values to promote",
+                ));
+            }
+        }
+        if self.retention.is_some_and(|r| r < Duration::from_secs(1)) {
+            return Err(StoreError::invalid(format!(
+                "setting 'retention' is {:?}; it must be at least 1s (or absent to keep completed instances)",
+                self.retention.unwrap_or_default()
+            )));
+        }
+        self.queue.validate()?;
         if self.max_payload_bytes == 0 {
             return Err(StoreError::invalid(
                 "setting 'max_payload_bytes' is 0; it must be positive",

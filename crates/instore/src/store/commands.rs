@@ -174,6 +174,10 @@ impl Inner {
                 encoding: self.settings.encoding,
                 completion: self.settings.completion,
             },
+            promoted: s
+                .data
+                .as_ref()
+                .map(|data| crate::promote(&self.settings.promotions, data)),
         };
         let snap = match claimed {
             // Acquiring: a save cut off after it took the lock must still release it.
