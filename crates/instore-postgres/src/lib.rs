@@ -27,6 +27,7 @@ mod clock;
 mod codec;
 mod error_map;
 mod listener;
+mod manage;
 mod options;
 mod schema;
 
