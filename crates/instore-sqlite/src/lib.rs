@@ -22,8 +22,10 @@
 //! # }
 //! ```
 
+mod control;
 mod error_map;
 mod queries;
+mod query;
 mod readers;
 mod schema;
 mod tx;
