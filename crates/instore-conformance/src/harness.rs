@@ -17,9 +17,10 @@ use instore::{
     bag, Activatable, Command, CreateOwner, ExecutionStatus, Extension, InstanceHandle, InstanceId,
     InstanceSnapshot, InstanceStore, InstanceValue, InstanceView, LeaseState, Load, LoadRequest,
     ManualClock, MemoryProvider, MetadataChange, NewOwner, OwnerId, OwnerInfo, PersistenceProvider,
-    PropertyBag, RunnableRequest, Save, SaveRequest, SharedClock, StoreError, StoreSettings,
-    Timestamp, WakeUps,
+    PropertyBag, Providers, RunnableRequest, Save, SaveRequest, SharedClock, StoreError,
+    StoreSettings, Timestamp, WakeUps,
 };
+use instore::{ControlProvider, QueryProvider};
 use tokio::task::JoinHandle;
 
 pub use crate::assert_err;
@@ -30,10 +31,24 @@ pub use crate::faults::{Faults, FaultyProvider};
 pub const T: Duration = Duration::from_secs(30);
 
 /// A provider under test, with the hooks the suite needs beyond the public trait.
+///
+/// The persistence side is the trait itself; the query and control sides (SPEC §10, §12) are
+/// optional: a provider without them runs every case but the `query` and `control` ones, which
+/// panic saying the side is missing.
 #[async_trait::async_trait]
 pub trait TestProvider: PersistenceProvider {
     /// Damages an instance's stored data so that it no longer decodes.
     async fn corrupt_instance_data(&self, instance: InstanceId);
+
+    /// The query side over the same storage, if the provider has one.
+    fn query_side(&self) -> Option<&dyn QueryProvider> {
+        None
+    }
+
+    /// The control side over the same storage, if the provider has one.
+    fn control_side(&self) -> Option<&dyn ControlProvider> {
+        None
+    }
 }
 
 #[async_trait::async_trait]
@@ -53,22 +68,47 @@ impl TestProvider for MemoryProvider {
 /// async fn provider(clock: ManualClock) -> Arc<dyn TestProvider> {
 ///     let p = MyProvider::open_temp(clock).await.unwrap();
 ///     let hooks = p.clone();
-///     WithHooks::new(p, move |id| { let hooks = hooks.clone(); Box::pin(async move { hooks.damage(id).await }) })
+///     // All three sides (persistence, query, control); `WithHooks::new(p, ..)` for the
+///     // persistence side alone.
+///     WithHooks::full(Providers::of(p), move |id| {
+///         let hooks = hooks.clone();
+///         Box::pin(async move { hooks.damage(id).await })
+///     })
 /// }
 /// ```
 pub struct WithHooks {
     provider: Arc<dyn PersistenceProvider>,
+    query: Option<Arc<dyn QueryProvider>>,
+    control: Option<Arc<dyn ControlProvider>>,
     corrupt: Box<dyn Fn(InstanceId) -> instore::BoxFuture<()> + Send + Sync>,
 }
 
 impl WithHooks {
-    /// Wraps `provider`; `corrupt` damages an instance's stored data so it no longer decodes.
+    /// Wraps the persistence side `provider` alone (the `query` and `control` cases then panic:
+    /// "provider has no query side"); `corrupt` damages an instance's stored data so it no
+    /// longer decodes.
     pub fn new(
         provider: Arc<dyn PersistenceProvider>,
         corrupt: impl Fn(InstanceId) -> instore::BoxFuture<()> + Send + Sync + 'static,
     ) -> Arc<Self> {
         Arc::new(Self {
             provider,
+            query: None,
+            control: None,
+            corrupt: Box::new(corrupt),
+        })
+    }
+
+    /// Wraps all three sides of one store (persistence, query, control, over the same storage);
+    /// `corrupt` as in [`WithHooks::new`].
+    pub fn full(
+        providers: Providers,
+        corrupt: impl Fn(InstanceId) -> instore::BoxFuture<()> + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            provider: providers.persistence,
+            query: Some(providers.query),
+            control: Some(providers.control),
             corrupt: Box::new(corrupt),
         })
     }
@@ -86,6 +126,14 @@ impl std::fmt::Debug for WithHooks {
 impl TestProvider for WithHooks {
     async fn corrupt_instance_data(&self, instance: InstanceId) {
         (self.corrupt)(instance).await
+    }
+
+    fn query_side(&self) -> Option<&dyn QueryProvider> {
+        self.query.as_deref()
+    }
+
+    fn control_side(&self) -> Option<&dyn ControlProvider> {
+        self.control.as_deref()
     }
 }
 
@@ -229,6 +277,20 @@ impl Env {
         instance: Option<InstanceId>,
     ) -> InstanceHandle {
         store.create_handle_for(Some(owner), instance)
+    }
+
+    /// The query side of the provider under test (SPEC §12). Panics if it has none.
+    pub fn query(&self) -> &dyn QueryProvider {
+        self.provider.query_side().expect(
+            "provider has no query side; build it with WithHooks::full(Providers::of(..), ..)",
+        )
+    }
+
+    /// The control side of the provider under test (SPEC §10). Panics if it has none.
+    pub fn control(&self) -> &dyn ControlProvider {
+        self.provider.control_side().expect(
+            "provider has no control side; build it with WithHooks::full(Providers::of(..), ..)",
+        )
     }
 
     /// The provider's current time.

@@ -1,5 +1,5 @@
 //! The conformance suite every instore persistence provider must pass: one async function per
-//! rule of SPEC §3–§9, named as a sentence, grouped by module. [`provider_tests!`] turns the whole
+//! rule of SPEC §3–§10 and §12, named as a sentence, grouped by module. [`provider_tests!`] turns the whole
 //! suite into named tests for a provider:
 //!
 //! ```ignore
@@ -7,7 +7,8 @@
 //! async fn provider(clock: instore::ManualClock) -> std::sync::Arc<dyn instore_conformance::TestProvider> {
 //!     let p = instore_sqlite::SqliteProvider::open_temp(clock).await.unwrap();
 //!     let hooks = p.clone();
-//!     instore_conformance::WithHooks::new(p, move |id| {
+//!     // persistence, query and control sides; `WithHooks::new(p, ..)` for persistence alone
+//!     instore_conformance::WithHooks::full(instore::Providers::of(p), move |id| {
 //!         let hooks = hooks.clone();
 //!         Box::pin(async move { hooks.corrupt_instance_data(id).await })
 //!     })
@@ -99,6 +100,16 @@ macro_rules! provider_tests {
             #[allow(unused_imports)]
             use super::*;
             $crate::runtime_cases!($make);
+        }
+        mod query {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::query_cases!($make);
+        }
+        mod control {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::control_cases!($make);
         }
     };
 }
