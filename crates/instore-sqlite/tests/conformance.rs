@@ -1,8 +1,9 @@
-//! The whole conformance suite on the SQLite provider, each case on a fresh file in a temp dir.
+//! The whole conformance suite on the SQLite provider (persistence, query and control sides),
+//! each case on a fresh file in a temp dir.
 
 use std::sync::Arc;
 
-use instore::{ManualClock, PersistenceProvider};
+use instore::{ManualClock, Providers};
 use instore_conformance::{TestProvider, WithHooks};
 use instore_sqlite::{SqliteOptions, SqliteProvider};
 
@@ -14,7 +15,7 @@ async fn provider(clock: ManualClock) -> Arc<dyn TestProvider> {
         .expect("open");
     let hooks = provider.clone();
     let keep_dir = Arc::new(dir);
-    WithHooks::new(provider as Arc<dyn PersistenceProvider>, move |instance| {
+    WithHooks::full(Providers::of(provider), move |instance| {
         let (hooks, _dir) = (hooks.clone(), keep_dir.clone());
         Box::pin(async move {
             assert!(
