@@ -59,6 +59,14 @@ impl TestProvider for MemoryProvider {
             "no instance {instance} to corrupt"
         );
     }
+
+    fn query_side(&self) -> Option<&dyn QueryProvider> {
+        Some(self)
+    }
+
+    fn control_side(&self) -> Option<&dyn ControlProvider> {
+        Some(self)
+    }
 }
 
 /// Adapts any provider to [`TestProvider`] with closures for the hooks, so a provider crate's

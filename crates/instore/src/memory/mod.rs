@@ -1,8 +1,15 @@
 //! The memory provider: the reference implementation (SPEC §1 "non-durable"). A `Mutex` over
-//! plain maps, short and obvious, because it is the oracle of the model-based tests. Each method
-//! takes the lock once, checks everything, then mutates: atomic by construction.
+//! plain maps, short and obvious, because it is the oracle of the model-based tests and of the
+//! query and control conformance cases. Each method takes the lock once, checks everything, then
+//! mutates: atomic by construction.
+//!
+//! This file holds the storage and the persistence side; `query.rs` the read side (SPEC §12)
+//! and `control.rs` the control queue (SPEC §10), both over the same [`Mem`].
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+mod control;
+mod query;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -10,11 +17,11 @@ use tokio::sync::watch;
 
 use crate::encoding::{decode, encode, encode_within, EncodedBag, EncodingSettings};
 use crate::{
-    apply_changes, Activatable, CompletionAction, ExecutionStatus, InstanceId, InstanceSnapshot,
-    InstanceState, KeyId, KeyState, KeyView, LeaseState, LoadGuards, LoadRequest, LoadTarget,
-    NewKey, NewOwner, OwnerId, OwnerInfo, PersistenceProvider, PropertyBag, RunnableRequest,
-    SaveRequest, SharedClock, StoreError, SuspendChange, Suspension, SystemClock, Timestamp,
-    WakeUps,
+    apply_changes, Activatable, CompletionAction, ControlCommand, ErrorLogEntry, ExecutionStatus,
+    InstanceId, InstanceSnapshot, InstanceState, KeyId, KeyState, KeyView, LeaseState, LoadGuards,
+    LoadRequest, LoadTarget, NewKey, NewOwner, OwnerId, OwnerInfo, PersistenceProvider,
+    PropertyBag, RunnableRequest, SaveRequest, SharedClock, StoreError, SuspendChange, Suspension,
+    SystemClock, Timestamp, Uuid, Value, WakeUps,
 };
 
 /// The in-memory provider. Everything is lost when the process ends.
@@ -30,6 +37,12 @@ struct Mem {
     owners: HashMap<OwnerId, OwnerInfo>,
     instances: HashMap<InstanceId, Row>,
     keys: HashMap<KeyId, KeyRow>,
+    /// The control queue: at most one command per instance (SPEC §10 rule 3).
+    queue: HashMap<InstanceId, QueueRow>,
+    /// The last queue position handed out (positions grow with every enqueue).
+    last_position: u64,
+    /// The error log: at most one entry per instance (SPEC §10 rule 8).
+    errors: HashMap<InstanceId, ErrorLogEntry>,
 }
 
 #[derive(Debug, Clone)]
@@ -50,6 +63,33 @@ struct Row {
     /// While unlocked: since when it is runnable (unlock time if `Executing`, else its timer).
     ready_at: Option<Timestamp>,
     keys: BTreeSet<KeyId>,
+    /// When the row was created (never changes: the query order and cursor rely on it).
+    created_at: Timestamp,
+    /// `created_at`, then the time of every successful save.
+    updated_at: Timestamp,
+    /// The machine of the owner that created the row, then of each save's owner.
+    updated_by: Option<String>,
+    /// When the current lock holder took the lock (kept when it reclaims its own lock).
+    locked_since: Option<Timestamp>,
+    /// Promoted values (SPEC §12 "Promotions"), replaced by each save that carries them.
+    promoted: BTreeMap<String, Value>,
+}
+
+/// A queued control command (decision 0007 "The control queue").
+#[derive(Debug, Clone)]
+struct QueueRow {
+    position: u64,
+    command: ControlCommand,
+    enqueued_at: Timestamp,
+    /// Failed attempts so far.
+    attempts: u32,
+    /// The lock the last read handed out, until the command is completed or abandoned.
+    lock: Option<Uuid>,
+    locked_until: Option<Timestamp>,
+    /// The machine of the reader that holds (or held) the lock.
+    reader: Option<String>,
+    /// The last failure's message.
+    last_error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,8 +208,9 @@ impl Mem {
     }
 
     /// Takes the lock (after [`Mem::can_acquire`]), creating an uninitialized instance if needed.
-    fn acquire(&mut self, owner: OwnerId, id: InstanceId) {
+    fn acquire(&mut self, owner: OwnerId, id: InstanceId, now: Timestamp) {
         let host_type = self.owners.get(&owner).and_then(|o| o.host_type.clone());
+        let machine = self.owners.get(&owner).map(|o| o.machine.clone());
         let row = self.instances.entry(id).or_insert_with(|| Row {
             state: InstanceState::Uninitialized,
             data: empty_bag(),
@@ -184,9 +225,17 @@ impl Mem {
             host_type: None,
             ready_at: None,
             keys: BTreeSet::new(),
+            created_at: now,
+            updated_at: now,
+            updated_by: machine,
+            locked_since: None,
+            promoted: BTreeMap::new(),
         });
         if row.last_lock_owner != Some(owner) {
             row.lock_version += 1;
+        }
+        if row.lock_owner != Some(owner) {
+            row.locked_since = Some(now);
         }
         row.lock_owner = Some(owner);
         row.last_lock_owner = Some(owner);
@@ -202,6 +251,7 @@ impl Mem {
             return false;
         };
         row.lock_owner = None;
+        row.locked_since = None;
         row.ready_at = if row.state != InstanceState::Initialized || row.suspension.is_some() {
             None
         } else if row.status == ExecutionStatus::Executing {
@@ -304,6 +354,20 @@ impl Mem {
         }
     }
 
+    /// Removes the instance and everything that belongs to it: keys, promoted values (in the
+    /// row), queued command, error-log entry. Returns whether it existed.
+    fn remove_instance(&mut self, id: InstanceId) -> bool {
+        self.queue.remove(&id);
+        self.errors.remove(&id);
+        let Some(row) = self.instances.remove(&id) else {
+            return false;
+        };
+        for k in row.keys {
+            self.keys.remove(&k);
+        }
+        true
+    }
+
     /// Removes owners whose lease has ended and that hold no lock.
     fn clean_up_owners(&mut self, now: Timestamp) {
         let holders: HashSet<OwnerId> = self
@@ -341,7 +405,7 @@ impl Mem {
         if self.instances.contains_key(&id) {
             self.snapshot(id, true)?;
         }
-        self.acquire(owner, id);
+        self.acquire(owner, id, now);
         self.snapshot(id, true)
     }
 
@@ -382,7 +446,7 @@ impl Mem {
                 self.can_acquire(owner, id, &request.busy, now)?;
                 self.check_new_keys(keys_to_associate)?;
                 self.snapshot(id, true)?;
-                self.acquire(owner, id);
+                self.acquire(owner, id, now);
                 self.associate(id, keys_to_associate);
                 self.snapshot(id, true)
             }
@@ -407,7 +471,7 @@ impl Mem {
                 new_keys.extend(keys_to_associate.iter().filter(|k| k.key != *key).cloned());
                 self.can_acquire(owner, id, &request.busy, now)?;
                 self.check_new_keys(&new_keys)?;
-                self.acquire(owner, id);
+                self.acquire(owner, id, now);
                 self.associate(id, &new_keys);
                 self.snapshot(id, true)
             }
@@ -503,7 +567,7 @@ impl Mem {
 
         // Everything checked: apply.
         if request.held_version.is_none() {
-            self.acquire(owner, id);
+            self.acquire(owner, id, now);
         }
         for (key, state) in &overlay {
             match state {
@@ -558,11 +622,17 @@ impl Mem {
                 }
             }
         }
+        let machine = self.owners.get(&owner).map(|o| o.machine.clone());
         let row = self
             .instances
             .get_mut(&id)
             .ok_or(StoreError::InstanceNotReady { instance: id })?;
         row.metadata = metadata;
+        row.updated_at = now;
+        row.updated_by = machine;
+        if let Some(promoted) = &request.promoted {
+            row.promoted = promoted.clone();
+        }
         if let Some(data) = data {
             row.data = data;
             row.state = InstanceState::Initialized;
@@ -596,11 +666,7 @@ impl Mem {
         }
         let snapshot = self.snapshot(id, !save.unlock)?;
         if save.complete && rules.completion == CompletionAction::DeleteAll {
-            if let Some(row) = self.instances.remove(&id) {
-                for k in row.keys {
-                    self.keys.remove(&k);
-                }
-            }
+            self.remove_instance(id);
         }
         Ok((snapshot, runnable))
     }
@@ -745,10 +811,11 @@ impl PersistenceProvider for MemoryProvider {
                 if let Some(row) = mem.instances.get_mut(&id) {
                     row.ready_at = None;
                     row.lock_owner = None;
+                    row.locked_since = None;
                 }
                 continue;
             }
-            mem.acquire(owner, id);
+            mem.acquire(owner, id, now);
             return mem.snapshot(id, true).map(Some);
         }
         Ok(None)
