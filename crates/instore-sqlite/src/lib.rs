@@ -24,6 +24,7 @@
 
 mod control;
 mod error_map;
+mod promoted;
 mod queries;
 mod query;
 mod readers;

@@ -4,8 +4,8 @@
 
 use instore::encoding::{decode, encode, EncodedBag, Encoding, EncodingSettings};
 use instore::{
-    ExceptionInfo, ExecutionStatus, InstanceId, InstanceState, KeyId, KeyState, OwnerId, OwnerInfo,
-    PropertyBag, StorageError, StoreError, Suspension, Timestamp, Uuid,
+    promoted_text, ExceptionInfo, ExecutionStatus, InstanceId, InstanceState, KeyId, KeyState,
+    OwnerId, OwnerInfo, PropertyBag, StorageError, StoreError, Suspension, Timestamp, Uuid, Value,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -27,6 +27,10 @@ pub(crate) struct InstanceRow {
     pub(crate) bookmarks: Vec<String>,
     pub(crate) created_at: Timestamp,
     pub(crate) updated_at: Timestamp,
+    /// The machine of the owner that created the row, then of each save's owner.
+    pub(crate) updated_by: Option<String>,
+    /// When the current holder took the lock.
+    pub(crate) locked_since: Option<Timestamp>,
     pub(crate) data: EncodedBag,
     pub(crate) metadata: EncodedBag,
 }
@@ -69,7 +73,7 @@ pub(crate) fn decode_bag(bag: &EncodedBag) -> Result<PropertyBag, StoreError> {
 
 const INSTANCE_COLUMNS: &str = "id, state, lock_owner, last_lock_owner, lock_version, status, timer, ready_at, \
      suspended, suspension_reason, exception_name, exception_message, host_type, bookmarks, created_at, updated_at, \
-     data, data_encoding, data_len, metadata, metadata_encoding, metadata_len";
+     updated_by, locked_since, data, data_encoding, data_len, metadata, metadata_encoding, metadata_len";
 
 /// The raw columns of an instance row; converted outside rusqlite's row callback so that a
 /// damaged value becomes our corrupt-row error.
@@ -90,6 +94,7 @@ type RawInstance = (
     String,
     i64,
     i64,
+    (Option<String>, Option<i64>),
     (Vec<u8>, i64, i64, Vec<u8>, i64, i64),
 );
 
@@ -111,13 +116,14 @@ fn raw_instance(r: &Row<'_>) -> rusqlite::Result<RawInstance> {
         r.get(13)?,
         r.get(14)?,
         r.get(15)?,
+        (r.get(16)?, r.get(17)?),
         (
-            r.get(16)?,
-            r.get(17)?,
             r.get(18)?,
             r.get(19)?,
             r.get(20)?,
             r.get(21)?,
+            r.get(22)?,
+            r.get(23)?,
         ),
     ))
 }
@@ -140,6 +146,7 @@ fn instance_of(raw: RawInstance) -> Result<InstanceRow, StoreError> {
         bookmarks,
         created_at,
         updated_at,
+        (updated_by, locked_since),
         blobs,
     ) = raw;
     let (data, data_encoding, data_len, metadata, metadata_encoding, metadata_len) = blobs;
@@ -168,6 +175,8 @@ fn instance_of(raw: RawInstance) -> Result<InstanceRow, StoreError> {
             .map_err(|e| corrupt(format!("bookmarks do not parse: {e}")))?,
         created_at: Timestamp::from_micros(created_at),
         updated_at: Timestamp::from_micros(updated_at),
+        updated_by,
+        locked_since: ts(locked_since),
         data: bag_of(data_encoding, data, data_len)?,
         metadata: bag_of(metadata_encoding, metadata, metadata_len)?,
     })
@@ -188,7 +197,7 @@ pub(crate) fn get_instance_without_data(
 ) -> Result<Option<InstanceRow>, StoreError> {
     const COLUMNS: &str = "id, state, lock_owner, last_lock_owner, lock_version, status, timer, ready_at, \
          suspended, suspension_reason, exception_name, exception_message, host_type, bookmarks, created_at, \
-         updated_at, x'', data_encoding, data_len, metadata, metadata_encoding, metadata_len";
+         updated_at, updated_by, locked_since, x'', data_encoding, data_len, metadata, metadata_encoding, metadata_len";
     select_instance(conn, id, COLUMNS)
 }
 
@@ -210,11 +219,12 @@ fn select_instance(
 pub(crate) fn put_instance(conn: &Connection, row: &InstanceRow) -> Result<(), StoreError> {
     let sql = format!(
         "insert into instances ({INSTANCE_COLUMNS}) values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-         ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) \
+         ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24) \
          on conflict (id) do update set state = ?2, lock_owner = ?3, last_lock_owner = ?4, lock_version = ?5, \
          status = ?6, timer = ?7, ready_at = ?8, suspended = ?9, suspension_reason = ?10, exception_name = ?11, \
-         exception_message = ?12, host_type = ?13, bookmarks = ?14, updated_at = ?16, data = ?17, \
-         data_encoding = ?18, data_len = ?19, metadata = ?20, metadata_encoding = ?21, metadata_len = ?22"
+         exception_message = ?12, host_type = ?13, bookmarks = ?14, updated_at = ?16, updated_by = ?17, \
+         locked_since = ?18, data = ?19, data_encoding = ?20, data_len = ?21, metadata = ?22, metadata_encoding = ?23, \
+         metadata_len = ?24"
     );
     let owner = |o: Option<OwnerId>| o.map(|o| o.as_uuid().as_bytes().to_vec());
     let ex = row.suspension.as_ref().and_then(|s| s.exception.as_ref());
@@ -238,6 +248,8 @@ pub(crate) fn put_instance(conn: &Connection, row: &InstanceRow) -> Result<(), S
             bookmarks,
             row.created_at.as_micros(),
             row.updated_at.as_micros(),
+            row.updated_by.as_deref(),
+            row.locked_since.map(|t| t.as_micros()),
             row.data.bytes,
             i64::from(row.data.encoding.code()),
             i64::try_from(row.data.logical_len).unwrap_or(i64::MAX),
@@ -249,11 +261,56 @@ pub(crate) fn put_instance(conn: &Connection, row: &InstanceRow) -> Result<(), S
     Ok(())
 }
 
-pub(crate) fn delete_instance(conn: &Connection, id: InstanceId) -> Result<(), StoreError> {
-    conn.prepare_cached("delete from instances where id = ?1")
+/// Deletes an instance and everything that belongs to it: keys, promoted values, queued control
+/// command, error-log entry. Returns whether the instance existed (if not, nothing is deleted).
+pub(crate) fn remove_instance(conn: &Connection, id: InstanceId) -> Result<bool, StoreError> {
+    let bytes = *id.as_uuid().as_bytes();
+    let id = bytes.as_slice();
+    let removed = conn
+        .prepare_cached("delete from instances where id = ?1")
         .or_storage()?
-        .execute([id.as_uuid().as_bytes().as_slice()])
+        .execute([id])
         .or_storage()?;
+    if removed == 0 {
+        return Ok(false);
+    }
+    for sql in [
+        "delete from keys where instance = ?1",
+        "delete from promoted where instance = ?1",
+        "delete from control_queue where instance = ?1",
+        "delete from error_log where instance = ?1",
+    ] {
+        conn.prepare_cached(sql)
+            .or_storage()?
+            .execute([id])
+            .or_storage()?;
+    }
+    Ok(true)
+}
+
+/// Replaces an instance's promoted values.
+pub(crate) fn replace_promoted(
+    conn: &Connection,
+    id: InstanceId,
+    promoted: &std::collections::BTreeMap<String, Value>,
+) -> Result<(), StoreError> {
+    let bytes = *id.as_uuid().as_bytes();
+    let id = bytes.as_slice();
+    conn.prepare_cached("delete from promoted where instance = ?1")
+        .or_storage()?
+        .execute([id])
+        .or_storage()?;
+    let mut insert = conn
+        .prepare_cached(
+            "insert into promoted (instance, name, text, kind, value) values (?1, ?2, ?3, ?4, ?5)",
+        )
+        .or_storage()?;
+    for (name, value) in promoted {
+        let (kind, stored) = crate::promoted::store(value);
+        insert
+            .execute(params![id, name, promoted_text(value), kind, stored])
+            .or_storage()?;
+    }
     Ok(())
 }
 
@@ -306,6 +363,29 @@ pub(crate) fn get_owner(conn: &Connection, id: OwnerId) -> Result<Option<OwnerIn
         .optional()
         .or_storage()?;
     raw.map(owner_info).transpose()
+}
+
+/// What an acquiring or saving operation needs of its owner, without decoding its metadata.
+#[derive(Debug, Clone)]
+pub(crate) struct OwnerBrief {
+    pub(crate) machine: String,
+    pub(crate) host_type: Option<String>,
+}
+
+pub(crate) fn owner_brief(
+    conn: &Connection,
+    id: OwnerId,
+) -> Result<Option<OwnerBrief>, StoreError> {
+    conn.prepare_cached("select machine, host_type from owners where id = ?1")
+        .or_storage()?
+        .query_row([id.as_uuid().as_bytes().as_slice()], |r| {
+            Ok(OwnerBrief {
+                machine: r.get(0)?,
+                host_type: r.get(1)?,
+            })
+        })
+        .optional()
+        .or_storage()
 }
 
 /// The lease end of an owner, if it exists.
@@ -450,14 +530,6 @@ pub(crate) fn delete_key(conn: &Connection, key: KeyId) -> Result<(), StoreError
 
 pub(crate) fn complete_keys_of(conn: &Connection, instance: InstanceId) -> Result<(), StoreError> {
     conn.prepare_cached("update keys set state = 2 where instance = ?1")
-        .or_storage()?
-        .execute([instance.as_uuid().as_bytes().as_slice()])
-        .or_storage()?;
-    Ok(())
-}
-
-pub(crate) fn delete_keys_of(conn: &Connection, instance: InstanceId) -> Result<(), StoreError> {
-    conn.prepare_cached("delete from keys where instance = ?1")
         .or_storage()?
         .execute([instance.as_uuid().as_bytes().as_slice()])
         .or_storage()?;

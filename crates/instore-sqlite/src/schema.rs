@@ -17,7 +17,10 @@ use crate::error_map::OrStorage;
 pub(crate) const APPLICATION_ID: i32 = 0x696e_7374;
 
 /// The migrations, in order. Never edit one that has shipped: add a new one.
-pub(crate) const MIGRATIONS: &[(u32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+pub(crate) const MIGRATIONS: &[(u32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_query_and_control.sql")),
+];
 
 /// The newest schema this build knows.
 pub(crate) fn current_version() -> u32 {

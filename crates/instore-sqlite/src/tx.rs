@@ -13,7 +13,7 @@ use instore::{
 };
 use rusqlite::Connection;
 
-use crate::queries::{self as q, InstanceRow, KeyRow};
+use crate::queries::{self as q, InstanceRow, KeyRow, OwnerBrief};
 
 /// One operation's view of the database, at one instant.
 pub(crate) struct Tx<'a> {
@@ -87,13 +87,15 @@ impl Tx<'_> {
     }
 
     /// Takes the lock of `row` (after `can_acquire`), or of a new uninitialized instance.
+    /// `brief` is the caller's owner row.
     fn acquire(
         &self,
         owner: OwnerId,
+        brief: Option<&OwnerBrief>,
         id: InstanceId,
         row: Option<InstanceRow>,
     ) -> Result<InstanceRow, StoreError> {
-        let host_type = q::get_owner(self.conn, owner)?.and_then(|o| o.host_type);
+        let host_type = brief.and_then(|o| o.host_type.clone());
         let mut row = row.unwrap_or_else(|| {
             let empty = encode(&PropertyBag::new(), &EncodingSettings::default());
             InstanceRow {
@@ -110,6 +112,8 @@ impl Tx<'_> {
                 bookmarks: Vec::new(),
                 created_at: self.now,
                 updated_at: self.now,
+                updated_by: brief.map(|o| o.machine.clone()),
+                locked_since: None,
                 data: empty.clone(),
                 metadata: empty,
             }
@@ -117,19 +121,22 @@ impl Tx<'_> {
         if row.last_lock_owner != Some(owner) {
             row.lock_version += 1;
         }
+        if row.lock_owner != Some(owner) {
+            row.locked_since = Some(self.now);
+        }
         row.lock_owner = Some(owner);
         row.last_lock_owner = Some(owner);
         row.ready_at = None;
         if host_type.is_some() {
             row.host_type = host_type;
         }
-        row.updated_at = self.now;
         Ok(row)
     }
 
     /// Releases the lock of `row`; returns whether it is (or will be) runnable.
     fn release(&self, row: &mut InstanceRow) -> bool {
         row.lock_owner = None;
+        row.locked_since = None;
         row.ready_at = if row.state != InstanceState::Initialized || row.suspension.is_some() {
             None
         } else if row.status == ExecutionStatus::Executing {
@@ -231,7 +238,8 @@ impl Tx<'_> {
         if let Some(row) = &row {
             self.snapshot(row, true)?;
         }
-        let row = self.acquire(owner, id, row)?;
+        let brief = q::owner_brief(self.conn, owner)?;
+        let row = self.acquire(owner, brief.as_ref(), id, row)?;
         q::put_instance(self.conn, &row)?;
         Ok(row)
     }
@@ -460,9 +468,10 @@ impl Tx<'_> {
         };
 
         // Everything checked: apply.
+        let brief = q::owner_brief(self.conn, owner)?;
         let mut row = match request.held_version {
             Some(_) => existing.ok_or(StoreError::LockLost { instance: id })?,
-            None => self.acquire(owner, id, existing)?,
+            None => self.acquire(owner, brief.as_ref(), id, existing)?,
         };
         for (key, state) in &overlay {
             match state {
@@ -491,6 +500,10 @@ impl Tx<'_> {
         }
         row.metadata = metadata;
         row.updated_at = self.now;
+        row.updated_by = brief.map(|o| o.machine);
+        if let Some(promoted) = &request.promoted {
+            q::replace_promoted(self.conn, id, promoted)?;
+        }
         if let Some(data) = data {
             row.data = data;
             row.state = InstanceState::Initialized;
@@ -520,8 +533,7 @@ impl Tx<'_> {
         let metadata_in_hand = whole.then_some(merged);
         let snapshot = self.snapshot_with(&row, !save.unlock, data_in_hand, metadata_in_hand)?;
         if save.complete && rules.completion == CompletionAction::DeleteAll {
-            q::delete_keys_of(self.conn, id)?;
-            q::delete_instance(self.conn, id)?;
+            q::remove_instance(self.conn, id)?;
         }
         Ok((snapshot, runnable))
     }
@@ -531,7 +543,6 @@ impl Tx<'_> {
         match q::get_instance(self.conn, id)? {
             Some(mut row) if row.lock_owner == Some(owner) => {
                 let runnable = self.release(&mut row);
-                row.updated_at = self.now;
                 q::put_instance(self.conn, &row)?;
                 Ok(runnable)
             }
@@ -567,11 +578,13 @@ impl Tx<'_> {
                     let mut row = row;
                     row.ready_at = None;
                     row.lock_owner = None;
+                    row.locked_since = None;
                     q::put_instance(self.conn, &row)?;
                     removed_any = true;
                     continue;
                 }
-                let row = self.acquire(owner, *id, Some(row))?;
+                let brief = q::owner_brief(self.conn, owner)?;
+                let row = self.acquire(owner, brief.as_ref(), *id, Some(row))?;
                 q::put_instance(self.conn, &row)?;
                 return self.snapshot(&row, true).map(Some);
             }
