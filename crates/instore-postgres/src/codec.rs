@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use instore::encoding::{bag_len, decode, decode_entry, encode_entry};
 use instore::{
-    Encoding, ExceptionInfo, ExecutionStatus, InstanceId, InstanceSnapshot, InstanceState, KeyId,
-    KeyState, KeyView, MetadataChange, MetadataChanges, PropertyBag, StorageError, StoreError,
-    Suspension, Timestamp,
+    promoted_text, Encoding, ExceptionInfo, ExecutionStatus, InstanceId, InstanceSnapshot,
+    InstanceState, InstanceValue, KeyId, KeyState, KeyView, MetadataChange, MetadataChanges,
+    PropertyBag, StorageError, StoreError, Suspension, Timestamp, Value,
 };
 use serde_json::{json, Map, Value as Json};
 use tokio_postgres::Row;
@@ -80,6 +80,44 @@ pub(crate) fn metadata_of(stored: &Json) -> Result<(PropertyBag, usize), StoreEr
         bag.insert(decoded_name, value);
     }
     Ok((bag, bag_len(entries.len(), bytes)))
+}
+
+/// Promoted values as the `save` function takes them: names, texts, typed values (the
+/// encoding of each as a bag entry).
+pub(crate) struct Promoted {
+    pub(crate) names: Vec<String>,
+    pub(crate) texts: Vec<String>,
+    pub(crate) values: Vec<Vec<u8>>,
+}
+
+/// The promoted values of a save (values that are not promotable are left out).
+pub(crate) fn promoted(values: &BTreeMap<String, Value>) -> Promoted {
+    let mut out = Promoted {
+        names: Vec::new(),
+        texts: Vec::new(),
+        values: Vec::new(),
+    };
+    for (name, value) in values {
+        let Some(text) = promoted_text(value) else {
+            continue;
+        };
+        out.names.push(name.clone());
+        out.texts.push(text);
+        out.values
+            .push(encode_entry(name, &InstanceValue::from(value.clone())));
+    }
+    out
+}
+
+/// A promoted value read back.
+pub(crate) fn promoted_value(name: &str, bytes: &[u8]) -> Result<Value, StoreError> {
+    let (stored, value) = decode_entry(bytes)?;
+    if stored != name {
+        return Err(corrupt(format!(
+            "promoted value {name:?} holds the value of {stored:?}"
+        )));
+    }
+    Ok(value.value)
 }
 
 fn micros(t: Option<i64>) -> Option<Timestamp> {

@@ -141,6 +141,24 @@ fn map_rule(rule: &Rule) -> Result<StoreError, StoreError> {
                 owner_metadata: decode(encoding, &from_hex(hex)?)?,
             }
         }
+        "instance_not_found" => StoreError::InstanceNotFound {
+            instance: instance()?,
+        },
+        "command_locked" => StoreError::CommandLocked {
+            instance: instance()?,
+        },
+        "command_pending" => StoreError::CommandPending {
+            instance: instance()?,
+            attempts: rule
+                .detail
+                .get("attempts")
+                .and_then(Json::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(u32::MAX),
+        },
+        "command_lock_lost" => StoreError::CommandLockLost {
+            instance: instance()?,
+        },
         "payload_too_large" => StoreError::PayloadTooLarge {
             size: usize_field(rule, "size"),
             limit: usize_field(rule, "limit"),

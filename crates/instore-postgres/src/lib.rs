@@ -104,7 +104,7 @@ impl Statements {
         };
         Self {
             load: call("load", 11),
-            save: call("save", 30),
+            save: call("save", 33),
             unlock: call("unlock", 3),
             try_load_runnable: call("try_load_runnable", 5),
             next_runnable: call("next_runnable", 1),
@@ -343,7 +343,12 @@ impl PgProvider {
         let status = save.status.code();
         let limit = i64::try_from(rules.max_payload_bytes).unwrap_or(i64::MAX);
         let delete_all = rules.completion == CompletionAction::DeleteAll;
-        let params: [Param<'_>; 30] = [
+        let promoted = request.promoted.as_ref().map(codec::promoted);
+        let (promoted_names, promoted_texts, promoted_values) = match &promoted {
+            Some(p) => (Some(&p.names), Some(&p.texts), Some(&p.values)),
+            None => (None, None, None),
+        };
+        let params: [Param<'_>; 33] = [
             (&now, Type::INT8),
             (&owner.as_uuid(), Type::UUID),
             (&id, Type::UUID),
@@ -374,6 +379,9 @@ impl PgProvider {
             (&save.unlock, Type::BOOL),
             (&limit, Type::INT8),
             (&delete_all, Type::BOOL),
+            (&promoted_names, Type::TEXT_ARRAY),
+            (&promoted_texts, Type::TEXT_ARRAY),
+            (&promoted_values, Type::BYTEA_ARRAY),
         ];
         let rows = match self.call(&self.sql.save, &params).await? {
             Ok(rows) => rows,

@@ -1,17 +1,326 @@
 //! The read side ([`QueryProvider`]) and the control queue ([`ControlProvider`]) of the
-//! PostgreSQL provider (SPEC §10, §12).
+//! PostgreSQL provider (SPEC §10, §12; decision 0007).
+//!
+//! Control commands are server-side functions (`migrations/0002_query_control.sql`), one call
+//! each. Queries are built here from the filter, with every value a bound parameter; a page and
+//! everything shown with it (keys, promoted values, queued command, error-log entry, owner) come
+//! in one statement. The rules that turn stored fields into what operators see are the core's
+//! ([`InstanceInfo::finish`]); the SQL only mirrors [`Condition::of`] (the generated `condition`
+//! column) and the filter's semantics.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use instore::encoding::decode;
 use instore::{
-    CommandFailure, ControlCommand, ControlProvider, ErrorLogEntry, GroupBy, GroupCount,
-    InstanceFilter, InstanceId, InstanceInfo, Page, PageRequest, QueryProvider, QueueEntry,
-    QueueSettings, QueuedCommand, StoreError, Timestamp, Uuid,
+    handover_metadata, CommandFailure, Condition, ControlCommand, ControlProvider, Cursor,
+    Encoding, ErrorLogEntry, ExceptionInfo, ExecutionStatus, GroupBy, GroupCount, InstanceFilter,
+    InstanceId, InstanceInfo, InstanceState, InstanceStatus, KeyId, KeyState, OwnerId, OwnerInfo,
+    Page, PageRequest, PendingCommand, QueryProvider, QueueEntry, QueueSettings, QueuedCommand,
+    StorageError, StoreError, Suspension, Timestamp, Uuid,
 };
+use serde_json::Value as Json;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::Row;
 
-use crate::PgProvider;
+use crate::{codec, micros, Param, PgProvider};
 
-fn unsupported(command: &str) -> StoreError {
-    StoreError::CommandNotSupported {
-        command: command.into(),
+fn corrupt(what: String) -> StoreError {
+    StoreError::Storage(StorageError::corrupt(what))
+}
+
+/// Reads column `i`, a damaged or unexpected value being a corrupt row.
+fn col<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, StoreError> {
+    row.try_get(i)
+        .map_err(|e| corrupt(format!("query column {i} does not read: {e}")))
+}
+
+fn count_of(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn attempts_of(n: i32) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+fn to_i32(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The instant a statement judges by: the pinned test clock's (`$1`), else the server's at the
+/// start of the statement.
+const NOW: &str = "coalesce($1::int8, (extract(epoch from statement_timestamp()) * 1000000)::int8)";
+
+/// The machine an instance is on ([`InstanceInfo::machine`]): the live lock owner's, else the
+/// last writer's. Needs `o`, the lock owner joined.
+fn machine_sql() -> String {
+    format!("coalesce(case when o.lease_expires_at > {NOW} then o.machine end, i.updated_by)")
+}
+
+/// A statement under construction: its text and its bound parameters (`$1` is always the
+/// pinned instant, or null).
+struct Sql {
+    params: Vec<(Box<dyn ToSql + Sync + Send>, Type)>,
+}
+
+impl Sql {
+    fn new(now: Option<i64>) -> Self {
+        Self {
+            params: vec![(Box::new(now), Type::INT8)],
+        }
+    }
+
+    /// Binds `value`; returns its placeholder.
+    fn bind<T: ToSql + Sync + Send + 'static>(&mut self, value: T, ty: Type) -> String {
+        self.params.push((Box::new(value), ty));
+        format!("${}", self.params.len())
+    }
+
+    fn params(&self) -> Vec<Param<'_>> {
+        self.params
+            .iter()
+            .map(|(v, t)| (v.as_ref() as &(dyn ToSql + Sync), t.clone()))
+            .collect()
+    }
+}
+
+/// The condition codes a filter allows (its statuses and conditions combined), or `None` when it
+/// allows every condition.
+fn allowed_conditions(filter: &InstanceFilter) -> Option<Vec<i16>> {
+    let allowed: BTreeSet<Condition> = Condition::ALL
+        .into_iter()
+        .filter(|c| filter.status.is_empty() || filter.status.contains(&c.status()))
+        .filter(|c| filter.condition.is_empty() || filter.condition.contains(c))
+        .collect();
+    (allowed.len() < Condition::ALL.len())
+        .then(|| allowed.into_iter().map(Condition::code).collect())
+}
+
+/// The `where` conditions of `filter` over `i` (instances) and `o` (the lock owner), with their
+/// values bound to `sql`. `conditions`: how the condition codes are matched, when narrowed.
+fn filter_sql(sql: &mut Sql, filter: &InstanceFilter, s: &str) -> Vec<String> {
+    let mut w = Vec::new();
+    if let Some(codes) = allowed_conditions(filter) {
+        if let [one] = codes[..] {
+            w.push(format!("i.condition = {}", sql.bind(one, Type::INT2)));
+        } else {
+            w.push(format!(
+                "i.condition = any({})",
+                sql.bind(codes, Type::INT2_ARRAY)
+            ));
+        }
+    }
+    if let Some(t) = filter.created_after {
+        w.push(format!(
+            "i.created_at >= {}",
+            sql.bind(t.as_micros(), Type::INT8)
+        ));
+    }
+    if let Some(t) = filter.created_before {
+        w.push(format!(
+            "i.created_at < {}",
+            sql.bind(t.as_micros(), Type::INT8)
+        ));
+    }
+    if let Some(t) = filter.modified_after {
+        w.push(format!(
+            "i.updated_at >= {}",
+            sql.bind(t.as_micros(), Type::INT8)
+        ));
+    }
+    if let Some(t) = filter.modified_before {
+        w.push(format!(
+            "i.updated_at < {}",
+            sql.bind(t.as_micros(), Type::INT8)
+        ));
+    }
+    if let Some(name) = &filter.exception {
+        w.push(format!(
+            "i.suspended and i.exception_name = {}",
+            sql.bind(name.clone(), Type::TEXT)
+        ));
+    }
+    if let Some(machine) = &filter.machine {
+        w.push(format!(
+            "{} = {}",
+            machine_sql(),
+            sql.bind(machine.clone(), Type::TEXT)
+        ));
+    }
+    if let Some(host_type) = &filter.host_type {
+        w.push(format!(
+            "i.host_type = {}",
+            sql.bind(host_type.clone(), Type::TEXT)
+        ));
+    }
+    if let Some(owner) = filter.owner {
+        w.push(format!(
+            "i.lock_owner = {}",
+            sql.bind(owner.as_uuid(), Type::UUID)
+        ));
+    }
+    if !filter.ids.is_empty() {
+        let ids: Vec<uuid::Uuid> = filter.ids.iter().map(InstanceId::as_uuid).collect();
+        w.push(format!("i.id = any({})", sql.bind(ids, Type::UUID_ARRAY)));
+    }
+    if let Some(key) = filter.key {
+        w.push(format!(
+            "i.id in (select k.instance from {s}.keys k where k.id = {})",
+            sql.bind(key.as_uuid(), Type::UUID)
+        ));
+    }
+    for (name, text) in &filter.promoted {
+        let name = sql.bind(name.clone(), Type::TEXT);
+        let text = sql.bind(text.clone(), Type::TEXT);
+        w.push(format!(
+            "i.id in (select p.instance from {s}.promoted p \
+             where p.name = {name} and p.text_value = {text})"
+        ));
+    }
+    if let Some(has) = filter.has_pending_command {
+        w.push(format!(
+            "{}exists (select 1 from {s}.control_queue q where q.instance = i.id)",
+            if has { "" } else { "not " }
+        ));
+    }
+    if let Some(has) = filter.has_error {
+        w.push(format!(
+            "{}exists (select 1 from {s}.error_log e where e.instance = i.id)",
+            if has { "" } else { "not " }
+        ));
+    }
+    w
+}
+
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!("where {}", conditions.join(" and "))
+    }
+}
+
+fn command_of(code: i16, reason: Option<String>) -> Result<ControlCommand, StoreError> {
+    ControlCommand::from_code(code.into(), reason)
+}
+
+fn condition_of(code: i16) -> Result<Condition, StoreError> {
+    Condition::ALL
+        .into_iter()
+        .find(|c| c.code() == code)
+        .ok_or_else(|| corrupt(format!("unknown condition code {code}")))
+}
+
+/// The page query's columns, in the order [`info_of`] reads them.
+const INFO_COLUMNS: &str = "i.id, i.state, i.status, i.created_at, i.updated_at, i.updated_by, \
+    i.suspended, i.suspension_reason, i.exception_name, i.exception_message, i.bookmarks, \
+    i.timer, i.host_type, d.metadata, i.lock_owner, i.owner_machine, i.owner_lease, \
+    i.locked_since, i.lock_version, \
+    q.command, q.reason, q.attempts, q.enqueued_at, \
+    case when q.lock_id is not null then q.locked_until end, \
+    e.command, e.reason, e.code, e.message, e.last_attempt_at, e.machine, e.attempts, \
+    pr.names, pr.vals, ks.ids, ks.states, i.host_alive, i.now";
+
+/// An instance from a row of the page query, finished at the row's instant.
+fn info_of(row: &Row) -> Result<InstanceInfo, StoreError> {
+    let id = InstanceId::from_uuid(col(row, 0)?);
+    let suspended: bool = col(row, 6)?;
+    let suspension = if suspended {
+        let name: Option<String> = col(row, 8)?;
+        let message: Option<String> = col(row, 9)?;
+        Some(Suspension {
+            reason: col::<Option<String>>(row, 7)?.unwrap_or_default(),
+            exception: name.map(|name| ExceptionInfo {
+                name,
+                message: message.unwrap_or_default(),
+            }),
+        })
+    } else {
+        None
+    };
+    let metadata: Json = col(row, 13)?;
+    let (metadata, _) = codec::metadata_of(&metadata)?;
+    let lock_version: i64 = col(row, 18)?;
+    let pending_command = match col::<Option<i16>>(row, 19)? {
+        Some(code) => Some(PendingCommand {
+            command: command_of(code, col(row, 20)?)?,
+            attempts: attempts_of(col(row, 21)?),
+            enqueued_at: Timestamp::from_micros(col(row, 22)?),
+            locked_until: col::<Option<i64>>(row, 23)?.map(Timestamp::from_micros),
+        }),
+        None => None,
+    };
+    let error = match col::<Option<i16>>(row, 24)? {
+        Some(code) => Some(ErrorLogEntry {
+            instance: id,
+            command: command_of(code, col(row, 25)?)?,
+            code: col(row, 26)?,
+            message: col(row, 27)?,
+            last_attempt_at: Timestamp::from_micros(col(row, 28)?),
+            machine: col(row, 29)?,
+            attempts: attempts_of(col(row, 30)?),
+        }),
+        None => None,
+    };
+    let mut promoted = BTreeMap::new();
+    let names: Option<Vec<String>> = col(row, 31)?;
+    let values: Option<Vec<&[u8]>> = col(row, 32)?;
+    for (name, value) in names
+        .unwrap_or_default()
+        .into_iter()
+        .zip(values.unwrap_or_default())
+    {
+        let v = codec::promoted_value(&name, value)?;
+        promoted.insert(name, v);
+    }
+    let mut keys = BTreeMap::new();
+    let key_ids: Option<Vec<uuid::Uuid>> = col(row, 33)?;
+    let key_states: Option<Vec<i16>> = col(row, 34)?;
+    for (k, s) in key_ids
+        .unwrap_or_default()
+        .into_iter()
+        .zip(key_states.unwrap_or_default())
+    {
+        keys.insert(KeyId::from_uuid(k), KeyState::from_code(s.into())?);
+    }
+    let host_alive: bool = col(row, 35)?;
+    let now = Timestamp::from_micros(col(row, 36)?);
+    let info = InstanceInfo {
+        id,
+        status: InstanceStatus::Running,
+        condition: Condition::Idle,
+        state: InstanceState::from_code(col::<i16>(row, 1)?.into())?,
+        execution_status: ExecutionStatus::from_code(col::<i16>(row, 2)?.into())?,
+        created_at: Timestamp::from_micros(col(row, 3)?),
+        updated_at: Timestamp::from_micros(col(row, 4)?),
+        updated_by: col(row, 5)?,
+        suspension,
+        bookmarks: col(row, 10)?,
+        timer: col::<Option<i64>>(row, 11)?.map(Timestamp::from_micros),
+        host_type: col(row, 12)?,
+        metadata,
+        owner: col::<Option<uuid::Uuid>>(row, 14)?.map(OwnerId::from_uuid),
+        owner_machine: col(row, 15)?,
+        owner_lease_expires_at: col::<Option<i64>>(row, 16)?.map(Timestamp::from_micros),
+        locked_since: col::<Option<i64>>(row, 17)?.map(Timestamp::from_micros),
+        lock_version: u64::try_from(lock_version)
+            .map_err(|_| corrupt(format!("negative lock version {lock_version}")))?,
+        pending_command,
+        error,
+        promoted,
+        keys,
+        machine: None,
+        blocked_on: None,
+    };
+    Ok(info.finish(now, host_alive))
+}
+
+impl PgProvider {
+    fn s(&self) -> String {
+        format!("\"{}\"", self.schema)
+    }
+
+    async fn rows_of(&self, sql: &Sql, text: &str) -> Result<Vec<Row>, StoreError> {
+        self.rows(text, &sql.params()).await
     }
 }
 
@@ -19,26 +328,142 @@ fn unsupported(command: &str) -> StoreError {
 impl QueryProvider for PgProvider {
     async fn query(
         &self,
-        _filter: &InstanceFilter,
-        _page: &PageRequest,
+        filter: &InstanceFilter,
+        page: &PageRequest,
     ) -> Result<Page<InstanceInfo>, StoreError> {
-        Err(unsupported("Query"))
+        filter.validate()?;
+        page.validate()?;
+        let s = self.s();
+        let mut sql = Sql::new(self.now());
+        let mut conditions = filter_sql(&mut sql, filter, &s);
+        if let Some(Cursor { created_at, id }) = page.cursor {
+            let at = sql.bind(created_at.as_micros(), Type::INT8);
+            let id = sql.bind(id.as_uuid(), Type::UUID);
+            conditions.push(format!("(i.created_at, i.id) < ({at}, {id})"));
+        }
+        // One more than asked: whether there is a next page.
+        let limit = sql.bind(i64::try_from(page.max).unwrap_or(1) + 1, Type::INT8);
+        let text = format!(
+            "select {INFO_COLUMNS} from ( \
+                 select i.*, o.machine as owner_machine, o.lease_expires_at as owner_lease, \
+                        exists (select 1 from {s}.owners w where w.host_type = i.host_type \
+                                and w.lease_expires_at > {NOW}) as host_alive, \
+                        {NOW} as now \
+                 from {s}.instances i left join {s}.owners o on o.id = i.lock_owner \
+                 {} \
+                 order by i.created_at desc, i.id desc \
+                 limit {limit} \
+             ) i \
+             join {s}.instance_data d on d.id = i.id \
+             left join {s}.control_queue q on q.instance = i.id \
+             left join {s}.error_log e on e.instance = i.id \
+             left join lateral ( \
+                 select array_agg(p.name order by p.name) as names, \
+                        array_agg(p.value order by p.name) as vals \
+                 from {s}.promoted p where p.instance = i.id) pr on true \
+             left join lateral ( \
+                 select array_agg(k.id order by k.id) as ids, \
+                        array_agg(k.state order by k.id) as states \
+                 from {s}.keys k where k.instance = i.id) ks on true \
+             order by i.created_at desc, i.id desc",
+            where_clause(&conditions)
+        );
+        let rows = self.rows_of(&sql, &text).await?;
+        let mut items = rows.iter().map(info_of).collect::<Result<Vec<_>, _>>()?;
+        let next = if items.len() > page.max {
+            items.truncate(page.max);
+            items.last().map(|last| Cursor {
+                created_at: last.created_at,
+                id: last.id,
+            })
+        } else {
+            None
+        };
+        Ok(Page { items, next })
     }
 
-    async fn count(&self, _filter: &InstanceFilter) -> Result<u64, StoreError> {
-        Err(unsupported("Count"))
+    async fn count(&self, filter: &InstanceFilter) -> Result<u64, StoreError> {
+        filter.validate()?;
+        let s = self.s();
+        let mut sql = Sql::new(self.now());
+        let conditions = filter_sql(&mut sql, filter, &s);
+        let text = format!(
+            "select count(*) from {s}.instances i left join {s}.owners o on o.id = i.lock_owner {}",
+            where_clause(&conditions)
+        );
+        let rows = self.rows_of(&sql, &text).await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| corrupt("count returned no row".into()))?;
+        Ok(count_of(col(row, 0)?))
     }
 
     async fn group_count(
         &self,
-        _filter: &InstanceFilter,
-        _by: GroupBy,
+        filter: &InstanceFilter,
+        by: GroupBy,
     ) -> Result<Vec<GroupCount>, StoreError> {
-        Err(unsupported("GroupCount"))
+        filter.validate()?;
+        let s = self.s();
+        let mut sql = Sql::new(self.now());
+        let conditions = filter_sql(&mut sql, filter, &s);
+        // Status and condition both group by the condition code (index-only); statuses are
+        // summed here.
+        let key = match by {
+            GroupBy::Status | GroupBy::Condition => "i.condition::text".to_owned(),
+            GroupBy::HostType => "i.host_type".to_owned(),
+            GroupBy::Machine => machine_sql(),
+            GroupBy::Exception => "case when i.suspended then i.exception_name end".to_owned(),
+        };
+        let text = format!(
+            "select {key}, count(*) from {s}.instances i \
+             left join {s}.owners o on o.id = i.lock_owner {} group by 1",
+            where_clause(&conditions)
+        );
+        let rows = self.rows_of(&sql, &text).await?;
+        let mut groups: BTreeMap<Option<String>, u64> = BTreeMap::new();
+        for row in &rows {
+            let value: Option<String> = col(row, 0)?;
+            let n = count_of(col(row, 1)?);
+            let key = match by {
+                GroupBy::Status | GroupBy::Condition => {
+                    let code: i16 = value
+                        .as_deref()
+                        .and_then(|v| v.parse().ok())
+                        .ok_or_else(|| corrupt(format!("condition code {value:?}")))?;
+                    let condition = condition_of(code)?;
+                    Some(if by == GroupBy::Status {
+                        condition.status().name().to_owned()
+                    } else {
+                        condition.name().to_owned()
+                    })
+                }
+                _ => value,
+            };
+            *groups.entry(key).or_default() += n;
+        }
+        Ok(groups
+            .into_iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(key, count)| GroupCount { key, count })
+            .collect())
     }
 
-    async fn purge_completed(&self, _before: Timestamp, _limit: usize) -> Result<u64, StoreError> {
-        Err(unsupported("PurgeCompleted"))
+    async fn purge_completed(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        let text = format!("select {}.purge_completed($1, $2)", self.s());
+        let row = self
+            .one(
+                &text,
+                &[
+                    (&before.as_micros(), Type::INT8),
+                    (&to_i32(limit), Type::INT4),
+                ],
+            )
+            .await?;
+        Ok(count_of(col(&row, 0)?))
     }
 }
 
@@ -46,47 +471,189 @@ impl QueryProvider for PgProvider {
 impl ControlProvider for PgProvider {
     async fn enqueue(
         &self,
-        _instance: InstanceId,
-        _command: ControlCommand,
+        instance: InstanceId,
+        command: ControlCommand,
     ) -> Result<(), StoreError> {
-        Err(unsupported("Enqueue"))
+        if command == ControlCommand::Delete {
+            return self.delete(instance).await;
+        }
+        let text = format!("select {}.enqueue($1, $2, $3, $4)", self.s());
+        let now = self.now();
+        let reason = command.reason().map(str::to_owned);
+        self.rows(
+            &text,
+            &[
+                (&now, Type::INT8),
+                (&instance.as_uuid(), Type::UUID),
+                (&command.code(), Type::INT2),
+                (&reason, Type::TEXT),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
-    async fn delete(&self, _instance: InstanceId) -> Result<(), StoreError> {
-        Err(unsupported("Delete"))
+    async fn delete(&self, instance: InstanceId) -> Result<(), StoreError> {
+        let text = format!("select {}.delete_instance($1)", self.s());
+        let row = self
+            .one(&text, &[(&instance.as_uuid(), Type::UUID)])
+            .await?;
+        if col::<bool>(&row, 0)? {
+            Ok(())
+        } else {
+            Err(StoreError::InstanceNotFound { instance })
+        }
     }
 
     async fn read_batch(
         &self,
-        _settings: &QueueSettings,
-        _machine: &str,
+        settings: &QueueSettings,
+        machine: &str,
     ) -> Result<Vec<QueuedCommand>, StoreError> {
-        Err(unsupported("ReadBatch"))
+        settings.validate()?;
+        let text = format!("select * from {}.read_batch($1, $2, $3, $4, $5)", self.s());
+        let now = self.now();
+        let machine = machine.to_owned();
+        let rows = self
+            .rows(
+                &text,
+                &[
+                    (&now, Type::INT8),
+                    (&to_i32(settings.batch_size), Type::INT4),
+                    (&micros(settings.lock_time), Type::INT8),
+                    (
+                        &i32::try_from(settings.max_attempts).unwrap_or(i32::MAX),
+                        Type::INT4,
+                    ),
+                    (&machine, Type::TEXT),
+                ],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let instance = InstanceId::from_uuid(col(row, 0)?);
+                let metadata: Option<Json> = col(row, 7)?;
+                let metadata = match metadata {
+                    Some(m) => codec::metadata_of(&m)?.0,
+                    None => Default::default(),
+                };
+                let holder = match col::<Option<uuid::Uuid>>(row, 9)? {
+                    Some(owner) => {
+                        let bytes: &[u8] = col(row, 11)?;
+                        Some(OwnerInfo {
+                            id: OwnerId::from_uuid(owner),
+                            host_type: None,
+                            metadata: decode(Encoding::from_code(col(row, 12)?)?, bytes)?,
+                            machine: col(row, 10)?,
+                            created_at: Timestamp::from_micros(0),
+                            lease_expires_at: Timestamp::from_micros(0),
+                        })
+                    }
+                    None => None,
+                };
+                let host_type: Option<String> = col(row, 8)?;
+                Ok(QueuedCommand {
+                    instance,
+                    command: command_of(col(row, 1)?, col(row, 2)?)?,
+                    attempts: attempts_of(col(row, 3)?),
+                    enqueued_at: Timestamp::from_micros(col(row, 4)?),
+                    lock: col(row, 5)?,
+                    locked_until: Timestamp::from_micros(col(row, 6)?),
+                    metadata: handover_metadata(&metadata, host_type.as_deref(), holder.as_ref()),
+                })
+            })
+            .collect()
     }
 
-    async fn complete(&self, _instance: InstanceId, _lock: Uuid) -> Result<(), StoreError> {
-        Err(unsupported("CompleteCommand"))
+    async fn complete(&self, instance: InstanceId, lock: Uuid) -> Result<(), StoreError> {
+        let text = format!("select {}.complete_command($1, $2)", self.s());
+        self.rows(
+            &text,
+            &[(&instance.as_uuid(), Type::UUID), (&lock, Type::UUID)],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn abandon(
         &self,
-        _instance: InstanceId,
-        _lock: Uuid,
-        _failure: CommandFailure,
-        _settings: &QueueSettings,
+        instance: InstanceId,
+        lock: Uuid,
+        failure: CommandFailure,
+        settings: &QueueSettings,
     ) -> Result<(), StoreError> {
-        Err(unsupported("AbandonCommand"))
+        settings.validate()?;
+        let text = format!(
+            "select {}.abandon_command($1, $2, $3, $4, $5, $6, $7)",
+            self.s()
+        );
+        let now = self.now();
+        self.rows(
+            &text,
+            &[
+                (&now, Type::INT8),
+                (&instance.as_uuid(), Type::UUID),
+                (&lock, Type::UUID),
+                (&failure.code, Type::TEXT),
+                (&failure.message, Type::TEXT),
+                (&failure.machine, Type::TEXT),
+                (
+                    &i32::try_from(settings.max_attempts).unwrap_or(i32::MAX),
+                    Type::INT4,
+                ),
+            ],
+        )
+        .await?;
+        Ok(())
     }
 
-    async fn queued(
-        &self,
-        _after: Option<u64>,
-        _max: usize,
-    ) -> Result<Vec<QueueEntry>, StoreError> {
-        Err(unsupported("Queued"))
+    async fn queued(&self, after: Option<u64>, max: usize) -> Result<Vec<QueueEntry>, StoreError> {
+        let text = format!(
+            "select position, instance, command, reason, attempts, enqueued_at, \
+                    case when lock_id is not null then locked_until end, last_error \
+             from {}.control_queue where position > $1 order by position limit $2",
+            self.s()
+        );
+        let after = after.map_or(-1, |a| i64::try_from(a).unwrap_or(i64::MAX));
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = self
+            .rows(&text, &[(&after, Type::INT8), (&max, Type::INT8)])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(QueueEntry {
+                    position: count_of(col(row, 0)?),
+                    instance: InstanceId::from_uuid(col(row, 1)?),
+                    command: command_of(col(row, 2)?, col(row, 3)?)?,
+                    attempts: attempts_of(col(row, 4)?),
+                    enqueued_at: Timestamp::from_micros(col(row, 5)?),
+                    locked_until: col::<Option<i64>>(row, 6)?.map(Timestamp::from_micros),
+                    last_error: col(row, 7)?,
+                })
+            })
+            .collect()
     }
 
-    async fn error_log(&self, _max: usize) -> Result<Vec<ErrorLogEntry>, StoreError> {
-        Err(unsupported("ErrorLog"))
+    async fn error_log(&self, max: usize) -> Result<Vec<ErrorLogEntry>, StoreError> {
+        let text = format!(
+            "select instance, command, reason, code, message, last_attempt_at, machine, attempts \
+             from {}.error_log order by last_attempt_at desc, instance desc limit $1",
+            self.s()
+        );
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = self.rows(&text, &[(&max, Type::INT8)]).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ErrorLogEntry {
+                    instance: InstanceId::from_uuid(col(row, 0)?),
+                    command: command_of(col(row, 1)?, col(row, 2)?)?,
+                    code: col(row, 3)?,
+                    message: col(row, 4)?,
+                    last_attempt_at: Timestamp::from_micros(col(row, 5)?),
+                    machine: col(row, 6)?,
+                    attempts: attempts_of(col(row, 7)?),
+                })
+            })
+            .collect()
     }
 }

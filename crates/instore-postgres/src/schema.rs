@@ -12,7 +12,10 @@ use tokio_postgres::Client;
 use crate::error_map;
 
 /// The migrations, in order. Never edit one that has shipped: add a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/0001_initial.sql")),
+    (2, include_str!("migrations/0002_query_control.sql")),
+];
 
 /// The newest schema this build knows.
 pub(crate) fn current_version() -> i32 {

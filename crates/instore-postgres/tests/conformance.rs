@@ -5,13 +5,13 @@ mod support;
 
 use std::sync::Arc;
 
-use instore::{ManualClock, PersistenceProvider};
+use instore::{ManualClock, Providers};
 use instore_conformance::{TestProvider, WithHooks};
 
 async fn provider(clock: ManualClock) -> Arc<dyn TestProvider> {
     let (provider, guard) = support::provider(clock).await;
     let hooks = provider.clone();
-    WithHooks::new(provider as Arc<dyn PersistenceProvider>, move |instance| {
+    WithHooks::full(Providers::of(provider), move |instance| {
         let (hooks, _guard) = (hooks.clone(), guard.clone());
         Box::pin(async move {
             assert!(
