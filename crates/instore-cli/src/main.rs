@@ -1,0 +1,3 @@
+//! The `instore` command line (SPEC §14).
+
+fn main() {}
