@@ -253,6 +253,20 @@ impl Env {
         (builder.build().expect("test settings are valid"), faults)
     }
 
+    /// A store on the machine named `machine` (the name its owners record, SPEC §4), with
+    /// `settings`: a host on another machine, for the query side's machine fields (SPEC §12).
+    pub fn store_on(&self, machine: &str, settings: StoreSettings) -> InstanceStore {
+        let provider = Arc::new(FaultyProvider::new(
+            self.provider.clone(),
+            Arc::new(Faults::default()),
+        ));
+        InstanceStore::builder(provider)
+            .settings(settings)
+            .machine(machine)
+            .build()
+            .expect("test settings are valid")
+    }
+
     /// Registers an owner on a new handle of `store` and returns its id (the handle stays
     /// alive inside the store as its owner registration; new handles bind to the first owner).
     pub async fn owner(&self, store: &InstanceStore, host_type: Option<&str>) -> OwnerId {
