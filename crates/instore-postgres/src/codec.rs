@@ -86,11 +86,12 @@ pub(crate) fn metadata_of(stored: &Json) -> Result<(PropertyBag, usize), StoreEr
 /// encoding of each as a bag entry).
 pub(crate) struct Promoted {
     pub(crate) names: Vec<String>,
-    pub(crate) texts: Vec<String>,
+    pub(crate) texts: Vec<Option<String>>,
     pub(crate) values: Vec<Vec<u8>>,
 }
 
-/// The promoted values of a save (values that are not promotable are left out).
+/// The promoted values of a save, each with its text (`None` for a value that is not
+/// promotable: kept as given, matched by no filter).
 pub(crate) fn promoted(values: &BTreeMap<String, Value>) -> Promoted {
     let mut out = Promoted {
         names: Vec::new(),
@@ -98,11 +99,8 @@ pub(crate) fn promoted(values: &BTreeMap<String, Value>) -> Promoted {
         values: Vec::new(),
     };
     for (name, value) in values {
-        let Some(text) = promoted_text(value) else {
-            continue;
-        };
         out.names.push(name.clone());
-        out.texts.push(text);
+        out.texts.push(promoted_text(value));
         out.values
             .push(encode_entry(name, &InstanceValue::from(value.clone())));
     }

@@ -511,9 +511,14 @@ impl ControlProvider for PgProvider {
         machine: &str,
     ) -> Result<Vec<QueuedCommand>, StoreError> {
         settings.validate()?;
-        let text = format!("select * from {}.read_batch($1, $2, $3, $4, $5)", self.s());
+        let text = format!(
+            "select * from {}.read_batch($1, $2, $3, $4, $5, $6)",
+            self.s()
+        );
         let now = self.now();
         let machine = machine.to_owned();
+        // As the give-up message shows it (the same words on every provider).
+        let lock_time = format!("{:?}", settings.lock_time);
         let rows = self
             .rows(
                 &text,
@@ -526,6 +531,7 @@ impl ControlProvider for PgProvider {
                         Type::INT4,
                     ),
                     (&machine, Type::TEXT),
+                    (&lock_time, Type::TEXT),
                 ],
             )
             .await?;
@@ -582,7 +588,6 @@ impl ControlProvider for PgProvider {
         failure: CommandFailure,
         settings: &QueueSettings,
     ) -> Result<(), StoreError> {
-        settings.validate()?;
         let text = format!(
             "select {}.abandon_command($1, $2, $3, $4, $5, $6, $7)",
             self.s()

@@ -44,7 +44,8 @@ create index instances_purge on {{s}}.instances (updated_at, id) where state = 3
 create table {{s}}.promoted (
     instance uuid not null,
     name text not null,
-    text_value text not null,
+    -- Null for a value that is not promotable (never matches a filter).
+    text_value text,
     value bytea not null,
     primary key (instance, name)
 );
@@ -533,8 +534,8 @@ begin
             if q.lock_id is not null and q.locked_until > v_now then
                 perform {{s}}.fail('command_locked', jsonb_build_object('instance', p_id));
             elsif q.attempts > 0 or q.lock_id is not null then
-                perform {{s}}.fail('command_pending', jsonb_build_object('instance', p_id,
-                    'attempts', q.attempts + case when q.lock_id is not null then 1 else 0 end));
+                perform {{s}}.fail('command_pending',
+                    jsonb_build_object('instance', p_id, 'attempts', q.attempts));
             end if;
             update {{s}}.control_queue set position = nextval('{{s}}.control_position'),
                 command = p_command, reason = p_reason, enqueued_at = v_now, attempts = 0,
@@ -571,9 +572,9 @@ $$;
 -- Read (SPEC §10 rule 5): up to `p_batch` commands, oldest first, not locked by a live reader
 -- lock, skipping rows another reader is taking right now; each locked for `p_lock_time`. An
 -- expired lock counts a failed attempt first, and at the last allowed one the command is given
--- up instead of returned. Each row carries what the handover bag is built from.
+-- up instead of returned (error log: the machine of the reader whose lock expired). Each row carries what the handover bag is built from.
 create function {{s}}.read_batch(p_now bigint, p_batch int, p_lock_time bigint,
-                                 p_max_attempts int, p_machine text)
+                                 p_max_attempts int, p_machine text, p_lock_time_text text)
 returns table (instance uuid, command smallint, reason text, attempts int, enqueued_at bigint,
                lock_id uuid, locked_until bigint, metadata jsonb, host_type text, owner uuid,
                owner_machine text, owner_metadata bytea, owner_metadata_encoding smallint)
@@ -601,11 +602,12 @@ begin
             if q.lock_id is not null then
                 -- The last reader's lock expired: a failed attempt.
                 q.attempts := q.attempts + 1;
-                q.last_error := 'the lock of the reader on ' || coalesce(q.reader, 'an unknown machine')
-                    || ' expired before it completed the command';
+                q.last_error := 'lock expired';
                 if q.attempts >= p_max_attempts then
-                    perform {{s}}.give_up(q, 'lock_expired', q.last_error, v_now,
-                                          coalesce(q.reader, p_machine), q.attempts);
+                    perform {{s}}.give_up(q, 'lock_expired',
+                        'the reader on ' || coalesce(q.reader, '')
+                            || ' did not report within the lock time (' || p_lock_time_text || ')',
+                        v_now, coalesce(q.reader, ''), q.attempts);
                     continue;
                 end if;
             end if;
