@@ -5,6 +5,7 @@
 // Test code (clippy's allow-unwrap-in-tests covers #[test] functions, not their helpers).
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -20,27 +21,6 @@ use instore_management::{
 };
 
 use support::*;
-
-macro_rules! on_each_provider {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::support::memory().await).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::support::sqlite().await).await
-                }
-            )*
-        }
-    };
-}
 
 on_each_provider!(
     suspend_persists_the_suspension_and_the_instance_stops_being_runnable,

@@ -53,6 +53,85 @@ pub async fn sqlite() -> Fixture {
     }
 }
 
+/// The PostgreSQL server the tests use: `$INSTORE_TEST_PG_URL`, else the machine's local
+/// cluster.
+pub fn pg_server_url() -> String {
+    std::env::var("INSTORE_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The URL of a PostgreSQL store in a fresh schema no other test uses.
+pub fn pg_fresh_store_url() -> String {
+    let schema = format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..20]);
+    let base = pg_server_url();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}schema={schema}")
+}
+
+/// A store in a fresh PostgreSQL schema, and the provider to drop it with
+/// ([`instore_postgres::PgProvider::drop_store`]) when the test is done.
+pub async fn postgres() -> (Fixture, Arc<instore_postgres::PgProvider>) {
+    let provider = instore_postgres::PgProvider::open(&pg_fresh_store_url())
+        .await
+        .expect("open a PostgreSQL store");
+    let providers = Providers::of(provider.clone());
+    let store = InstanceStore::builder(providers.persistence.clone())
+        .build()
+        .unwrap();
+    let fixture = Fixture {
+        store,
+        providers,
+        _dir: None,
+    };
+    (fixture, provider)
+}
+
+/// Runs `case` on a task of its own and drops the PostgreSQL schema afterwards, also when the
+/// case panics (the panic is passed on).
+pub async fn in_pg_schema<Fut>(provider: Arc<instore_postgres::PgProvider>, case: Fut)
+where
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let outcome = tokio::spawn(case).await;
+    provider.drop_store().await.expect("drop the test schema");
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Turns each `async fn case(f: Fixture)` named into a test on the memory, SQLite and
+/// PostgreSQL providers (modules `memory`, `sqlite`, `postgres`).
+#[allow(unused_macros)] // not every test binary uses it
+macro_rules! on_each_provider {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::support::memory().await).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::support::sqlite().await).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let (fixture, provider) = super::support::postgres().await;
+                    super::support::in_pg_schema(provider, super::$case(fixture)).await
+                }
+            )*
+        }
+    };
+}
+
 /// Settings that keep tests quick: short polls and retry delays.
 pub fn quick() -> ManagementSettings {
     ManagementSettings {
