@@ -1,0 +1,3 @@
+//! `instore owners …`: the instance owners registered with the store.
+
+pub mod list;
