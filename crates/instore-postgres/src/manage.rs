@@ -341,7 +341,9 @@ impl QueryProvider for PgProvider {
             let id = sql.bind(id.as_uuid(), Type::UUID);
             conditions.push(format!("(i.created_at, i.id) < ({at}, {id})"));
         }
-        // One more than asked: whether there is a next page.
+        // One more than asked: whether there is a next page. The page is chosen first, then
+        // everything shown with it is looked up by id for its rows alone (the `limit 1` keeps
+        // the planner from turning those lookups into scans of whole tables).
         let limit = sql.bind(i64::try_from(page.max).unwrap_or(1) + 1, Type::INT8);
         let text = format!(
             "select {INFO_COLUMNS} from ( \
@@ -355,8 +357,10 @@ impl QueryProvider for PgProvider {
                  limit {limit} \
              ) i \
              join {s}.instance_data d on d.id = i.id \
-             left join {s}.control_queue q on q.instance = i.id \
-             left join {s}.error_log e on e.instance = i.id \
+             left join lateral ( \
+                 select * from {s}.control_queue q where q.instance = i.id limit 1) q on true \
+             left join lateral ( \
+                 select * from {s}.error_log e where e.instance = i.id limit 1) e on true \
              left join lateral ( \
                  select array_agg(p.name order by p.name) as names, \
                         array_agg(p.value order by p.name) as vals \

@@ -1,7 +1,8 @@
-//! Every command is one round trip (DESIGN "Providers"): the provider talks to the server
-//! through a counting TCP proxy that reads the frontend protocol and records each message; every
-//! provider operation must send exactly one `Sync` (the end of one extended-protocol exchange:
-//! parse, bind, execute) and no simple query.
+//! Every command is one round trip (DESIGN "Providers"), control commands and queries included
+//! (`enqueue`, `delete`, `read_batch`, `complete`, `abandon`, `query`, ...): the provider talks
+//! to the server through a counting TCP proxy that reads the frontend protocol and records each
+//! message; every provider operation must send exactly one `Sync` (the end of one
+//! extended-protocol exchange: parse, bind, execute) and no simple query.
 //!
 //! Counting on the wire, not in the provider, means a helper query added later (a describe, a
 //! `SET`, a second statement) is caught whatever code path sends it.
@@ -12,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use instore::{
-    bag, Clock, InstanceId, KeyId, LeaseState, LoadGuards, LoadRequest, LoadTarget, ManualClock,
-    NewOwner, PersistenceProvider, PropertyBag, RunnableRequest, Save, SaveRequest, SaveRules,
-    StoreSettings,
+    bag, Clock, CommandFailure, ControlCommand, ControlProvider, GroupBy, InstanceFilter,
+    InstanceId, InstanceStatus, KeyId, LeaseState, LoadGuards, LoadRequest, LoadTarget,
+    ManualClock, NewOwner, PageRequest, PersistenceProvider, PropertyBag, QueryProvider,
+    QueueSettings, RunnableRequest, Save, SaveRequest, SaveRules, StoreSettings,
 };
 use instore_postgres::{PgClock, PgOptions, PgProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -308,6 +310,95 @@ async fn every_provider_operation_is_one_round_trip() {
     one_round_trip(&proxy, "owners", p.owners())
         .await
         .expect("owners");
+
+    // The control queue and the query side: one statement each too.
+    one_round_trip(
+        &proxy,
+        "enqueue",
+        p.enqueue(
+            id,
+            ControlCommand::Suspend {
+                reason: "look".into(),
+            },
+        ),
+    )
+    .await
+    .expect("enqueue");
+    let settings = QueueSettings::default();
+    let batch = one_round_trip(&proxy, "read_batch", p.read_batch(&settings, "reader"))
+        .await
+        .expect("read");
+    assert_eq!(batch.len(), 1);
+    let failure = CommandFailure {
+        code: "instance_locked".into(),
+        message: "held".into(),
+        machine: "reader".into(),
+    };
+    one_round_trip(
+        &proxy,
+        "abandon",
+        p.abandon(id, batch[0].lock, failure, &settings),
+    )
+    .await
+    .expect("abandon");
+    let batch = one_round_trip(
+        &proxy,
+        "read_batch again",
+        p.read_batch(&settings, "reader"),
+    )
+    .await
+    .expect("read");
+    one_round_trip(&proxy, "complete", p.complete(id, batch[0].lock))
+        .await
+        .expect("complete");
+    one_round_trip(&proxy, "queued", p.queued(None, 10))
+        .await
+        .expect("queued");
+    one_round_trip(&proxy, "error_log", p.error_log(10))
+        .await
+        .expect("error log");
+    let filter = InstanceFilter {
+        status: vec![InstanceStatus::Running],
+        machine: Some("test".into()),
+        promoted: vec![("orders:customer".into(), "ada".into())],
+        has_pending_command: Some(false),
+        ..InstanceFilter::all()
+    };
+    one_round_trip(
+        &proxy,
+        "query",
+        p.query(&InstanceFilter::all(), &PageRequest::first(10)),
+    )
+    .await
+    .expect("query");
+    one_round_trip(
+        &proxy,
+        "query (filtered)",
+        p.query(&filter, &PageRequest::default()),
+    )
+    .await
+    .expect("query");
+    one_round_trip(&proxy, "count", p.count(&filter))
+        .await
+        .expect("count");
+    one_round_trip(
+        &proxy,
+        "group_count",
+        p.group_count(&InstanceFilter::all(), GroupBy::Status),
+    )
+    .await
+    .expect("group count");
+    one_round_trip(
+        &proxy,
+        "purge_completed",
+        p.purge_completed(clock.now(), 100),
+    )
+    .await
+    .expect("purge");
+    one_round_trip(&proxy, "delete", p.delete(id))
+        .await
+        .expect("delete");
+
     one_round_trip(&proxy, "delete_owner", p.delete_owner(owner))
         .await
         .expect("delete");

@@ -32,10 +32,13 @@ update {{s}}.instances i set
 
 -- Pages are newest first: (created_at, id) descending, keyset cursor over the same columns.
 create index instances_created on {{s}}.instances (created_at desc, id desc);
--- Status and condition filters, group counts by status or condition (index-only).
-create index instances_condition on {{s}}.instances (condition, created_at desc, id desc);
+-- Status and condition filters of rare conditions, and counts by status or condition: an
+-- index-only scan of a small index (eight values, deduplicated: ~7 MB per million instances).
+create index instances_condition on {{s}}.instances (condition);
+-- Pages of one host type, or of one exception, in page order.
 create index instances_host_type on {{s}}.instances (host_type, created_at desc, id desc);
-create index instances_exception on {{s}}.instances (exception_name) where suspended;
+create index instances_exception on {{s}}.instances (exception_name, created_at desc, id desc)
+    where suspended;
 -- Retention: completed instances, least recently changed first.
 create index instances_purge on {{s}}.instances (updated_at, id) where state = 3;
 
