@@ -34,7 +34,11 @@ pub struct Target {
 
 /// Applies `command` (queued, or `Delete` at once) to the instances `target` names.
 pub async fn run(ctx: &Context, target: Target, command: ControlCommand) -> Result<(), Failure> {
-    let verb = command.name();
+    // The CLI calls Delete "remove".
+    let verb = match command {
+        ControlCommand::Delete => "Remove",
+        ref c => c.name(),
+    };
     let mut filter = target.filter.to_filter()?;
     let by_filter = !filter.is_empty();
     if target.all && (by_filter || !target.instances.is_empty()) {
@@ -145,9 +149,8 @@ fn report(
         Ok(())
     } else {
         Err(Failure::runtime(format!(
-            "{} of {matched} instance(s) failed ({}); see the messages above",
+            "{} of {matched} instance(s) failed; see the messages above",
             failed.len(),
-            command.name()
         )))
     }
 }
