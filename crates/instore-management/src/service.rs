@@ -259,9 +259,12 @@ impl ManagementService {
         }
         background.abort_all();
         while background.join_next().await.is_some() {}
+        // Bounded like the rest of stopping: storage may be what is down.
+        let settings = &executor.settings;
+        let timeout = settings.command_timeout.min(settings.shutdown_grace);
         executor
             .owner
-            .delete(executor.settings.command_timeout)
+            .delete(timeout.max(Duration::from_secs(1)))
             .await;
         tracing::info!("management service stopped");
     }
