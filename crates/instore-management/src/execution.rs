@@ -69,6 +69,10 @@ impl Executor {
         );
         async move {
             match self.execute(&command).await {
+                // Deleting removed the queued command with the instance: nothing to complete.
+                Ok(()) if command.command == ControlCommand::Delete => {
+                    self.stats.add(Counter::Completed, 1)
+                }
                 Ok(()) => self.report_success(&command).await,
                 Err(e) => self.report_failure(&command, e, &stop).await,
             }
