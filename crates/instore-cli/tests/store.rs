@@ -54,6 +54,8 @@ fn the_configuration_names_stores_and_store_picks_one() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["a", "b"]);
+    // Relative paths of a file in the working directory stay as written.
+    assert_eq!(list["stores"][1]["url"], "sqlite://data/b.db");
     let table = s.run(&["store", "list"]);
     assert!(table.ok().stdout.contains("data/b.db"), "{table:#?}");
 

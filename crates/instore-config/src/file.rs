@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use instore::{CompletionAction, LockRetry, StoreSettings};
@@ -256,12 +256,10 @@ impl Source<'_> {
         self.error(span, key, problem)
     }
 
-    /// The directory relative SQLite paths are resolved against.
-    fn base_dir(&self) -> PathBuf {
-        match self.path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
+    /// The directory relative SQLite paths are resolved against (`None`: the file is in the
+    /// working directory, so they stay as written).
+    fn base_dir(&self) -> Option<&Path> {
+        self.path.parent().filter(|p| !p.as_os_str().is_empty())
     }
 }
 
@@ -366,7 +364,7 @@ fn build_store(
     raw: RawStore,
 ) -> Result<StoreConfig, ConfigError> {
     let key = |field: &str| format!("stores.{name}.{field}");
-    let url = crate::resolve_url(raw.url.get_ref(), Some(&source.base_dir()))
+    let url = crate::resolve_url(raw.url.get_ref(), source.base_dir())
         .map_err(|problem| source.error(raw.url.span(), key("url"), problem))?;
 
     let d = StoreSettings::default();
