@@ -687,7 +687,7 @@ pub async fn an_expired_lock_nobody_read_again_still_completes_or_abandons_the_c
 /// SPEC §10 rule 6: each command read comes with the instance's readable metadata (write-only
 /// values left out), its host type, and — while a live owner holds the instance — that owner's
 /// id, machine and control endpoint (its owner metadata entry `instore:control_endpoint`).
-/// Without a live holder there is no owner, machine or endpoint.
+/// Without a live holder (none, or its lease ended) there is no owner, machine or endpoint.
 pub async fn each_command_is_handed_over_with_host_type_live_holder_and_instance_metadata(
     env: &Env,
 ) {
@@ -724,6 +724,7 @@ pub async fn each_command_is_handed_over_with_host_type_live_holder_and_instance
     enqueue(env, unlocked, ControlCommand::Resume).await;
 
     let batch = read(env, &qs(), "mgmt").await;
+    let locks: BTreeMap<InstanceId, Uuid> = batch.iter().map(|c| (c.instance, c.lock)).collect();
     let bags: BTreeMap<InstanceId, PropertyBag> = batch
         .into_iter()
         .map(|c| (c.instance, c.metadata))
@@ -742,6 +743,23 @@ pub async fn each_command_is_handed_over_with_host_type_live_holder_and_instance
         (handover::HOST_TYPE, Value::from("orders")),
     ]);
     assert_eq!(bags[&unlocked], want_unlocked);
+
+    // The holder's host crashes: once its lease has ended, nobody live holds the instance.
+    for id in [held, unlocked] {
+        let c = &locks[&id];
+        env.control().complete(id, *c).await.expect("complete");
+    }
+    store.shutdown().await;
+    env.clock.advance(Duration::from_secs(61));
+    enqueue(env, held, ControlCommand::Resume).await;
+    let batch = read(env, &qs(), "mgmt").await;
+    let want_dead = bag([
+        ("site", Value::from("eu-1")),
+        ("service", Value::from("/orders")),
+        (handover::HOST_TYPE, Value::from("orders")),
+    ]);
+    assert_eq!(batch[0].metadata, want_dead);
+    drop(h);
 }
 
 /// Decision 0007: a completed instance has nothing to steer — enqueueing any command for it is
