@@ -28,6 +28,8 @@ mod promoted;
 mod queries;
 mod query;
 mod readers;
+#[cfg(test)]
+mod scale_tests;
 mod schema;
 mod tx;
 mod writer;

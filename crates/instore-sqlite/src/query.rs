@@ -12,7 +12,11 @@
 //!   index entries, whatever the table size (unless the other filters are very selective).
 //! - A page's details (owner, keys, promoted values, queued command, error-log entry, live host
 //!   types) take one statement each for the whole page.
-//! - **Counts** by condition or host type read only those indexes.
+//! - **Counts and group counts** whose filter names only statuses, conditions and a host type
+//!   read `instance_counts`, a few rows kept by triggers (by machine: corrected by the instances
+//!   a live owner holds, found through `instances_locked`); by exception, the named groups come
+//!   from the partial index `instances_exception` and the rest is the count minus them. Any
+//!   other filter counts over the index that fits it best.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -49,7 +53,7 @@ impl Params {
         format!("({})", items.join(", "))
     }
 
-    fn values(&self) -> impl Iterator<Item = &Sql> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Sql> {
         self.0.iter()
     }
 }
@@ -115,10 +119,8 @@ fn clauses(filter: &InstanceFilter, now: Timestamp, p: &mut Params) -> Vec<Strin
         w.push(format!("i.updated_at < {}", p.bind(micros(t))));
     }
     if let Some(e) = &filter.exception {
-        w.push(format!(
-            "i.exception_name = {} and i.suspended <> 0",
-            p.bind(e.clone())
-        ));
+        // Only a suspension carries an exception (the writer clears it with the suspension).
+        w.push(format!("i.exception_name = {}", p.bind(e.clone())));
     }
     if let Some(m) = &filter.machine {
         let expr = machine_expr(p, now);
@@ -239,6 +241,38 @@ pub(crate) fn page_statement(
     Some((sql, p))
 }
 
+/// Whether the filter names nothing but statuses, conditions and a host type: then the
+/// `instance_counts` table (kept by triggers) answers counts without reading instances.
+fn counted(filter: &InstanceFilter) -> bool {
+    InstanceFilter {
+        status: Vec::new(),
+        condition: Vec::new(),
+        host_type: None,
+        ..filter.clone()
+    }
+    .is_empty()
+}
+
+/// Clauses on `instance_counts c` for a [`counted`] filter.
+fn counts_where(
+    filter: &InstanceFilter,
+    conditions: Option<&[Condition]>,
+    p: &mut Params,
+) -> String {
+    let mut w = Vec::new();
+    if let Some(h) = &filter.host_type {
+        w.push(format!("c.host_type = {}", p.bind(h.clone())));
+    }
+    if let Some(conditions) = conditions {
+        let codes: Vec<String> = conditions
+            .iter()
+            .map(|c| p.bind(i64::from(c.code())))
+            .collect();
+        w.push(format!("c.condition in ({})", codes.join(", ")));
+    }
+    where_of(&w)
+}
+
 /// The count statement.
 pub(crate) fn count_statement(filter: &InstanceFilter, now: Timestamp) -> Option<(String, Params)> {
     let conditions = allowed_conditions(filter);
@@ -246,6 +280,13 @@ pub(crate) fn count_statement(filter: &InstanceFilter, now: Timestamp) -> Option
         return None;
     }
     let mut p = Params::default();
+    if counted(filter) {
+        let w = counts_where(filter, conditions.as_deref(), &mut p);
+        return Some((
+            format!("select coalesce(sum(c.n), 0) from instance_counts c{w}"),
+            p,
+        ));
+    }
     let mut w = clauses(filter, now, &mut p);
     if let Some(c) = conditions {
         w.push(condition_in(&c, &mut p));
@@ -267,6 +308,22 @@ pub(crate) fn group_statement(
         return None;
     }
     let mut p = Params::default();
+    let fast_key = match by {
+        GroupBy::Status | GroupBy::Condition => Some("c.condition"),
+        GroupBy::HostType => Some("c.host_type"),
+        // Without a live holder, an instance's machine is its last writer's.
+        GroupBy::Machine => Some("case when c.has_updated_by then c.updated_by end"),
+        GroupBy::Exception => None,
+    };
+    if let (Some(key), true) = (fast_key, counted(filter)) {
+        let w = counts_where(filter, conditions.as_deref(), &mut p);
+        return Some((
+            format!(
+                "select {key} as g, sum(c.n) from instance_counts c{w} group by g having sum(c.n) > 0"
+            ),
+            p,
+        ));
+    }
     let key = match by {
         GroupBy::Status | GroupBy::Condition => "i.condition".to_owned(),
         GroupBy::HostType => "i.host_type".to_owned(),
@@ -276,6 +333,10 @@ pub(crate) fn group_statement(
     let mut w = clauses(filter, now, &mut p);
     if let Some(c) = conditions {
         w.push(condition_in(&c, &mut p));
+    }
+    if by == GroupBy::Exception {
+        // The named groups from the partial index; the rest is the count minus them.
+        w.push("i.exception_name is not null".to_owned());
     }
     Some((
         format!(
@@ -400,7 +461,7 @@ fn for_ids<T>(
     let mut p = Params::default();
     let list = p.list(ids.iter().map(|id| id.as_uuid()));
     let sql = sql_with_list(&list);
-    let mut stmt = conn.prepare(&sql).or_storage()?;
+    let mut stmt = conn.prepare_cached(&sql).or_storage()?;
     let rows = stmt
         .query_map(params_from_iter(p.values()), map)
         .or_storage()?
@@ -599,7 +660,7 @@ pub(crate) fn page(
             next: None,
         });
     };
-    let mut stmt = conn.prepare(&sql).or_storage()?;
+    let mut stmt = conn.prepare_cached(&sql).or_storage()?;
     let found: Vec<(i64, Vec<u8>)> = stmt
         .query_map(params_from_iter(p.values()), |r| Ok((r.get(0)?, r.get(1)?)))
         .or_storage()?
@@ -631,11 +692,33 @@ pub(crate) fn count(
         return Ok(0);
     };
     let n: i64 = conn
-        .prepare(&sql)
+        .prepare_cached(&sql)
         .or_storage()?
         .query_row(params_from_iter(p.values()), |r| r.get(0))
         .or_storage()?;
     Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// For a [`counted`] filter grouped by machine: the instances held by a live owner, by their
+/// last writer's machine (what `instance_counts` counted them under) and the holder's machine
+/// (where they belong). Reads only locked rows.
+pub(crate) fn live_holders_statement(filter: &InstanceFilter, now: Timestamp) -> (String, Params) {
+    let mut p = Params::default();
+    let mut w = vec![format!("o.lease_expires_at > {}", p.bind(micros(now)))];
+    if let Some(h) = &filter.host_type {
+        w.push(format!("i.host_type = {}", p.bind(h.clone())));
+    }
+    if let Some(c) = allowed_conditions(filter) {
+        w.push(condition_in(&c, &mut p));
+    }
+    (
+        format!(
+            "select i.updated_by, o.machine, count(*) from owners o join instances i on i.lock_owner = o.id{} \
+             group by 1, 2",
+            where_of(&w)
+        ),
+        p,
+    )
 }
 
 pub(crate) fn group_count(
@@ -647,13 +730,13 @@ pub(crate) fn group_count(
     let Some((sql, p)) = group_statement(filter, by, now) else {
         return Ok(Vec::new());
     };
-    let mut stmt = conn.prepare(&sql).or_storage()?;
+    let mut stmt = conn.prepare_cached(&sql).or_storage()?;
     let rows: Vec<(Sql, i64)> = stmt
         .query_map(params_from_iter(p.values()), |r| Ok((r.get(0)?, r.get(1)?)))
         .or_storage()?
         .collect::<Result<_, _>>()
         .or_storage()?;
-    let mut groups: BTreeMap<Option<String>, u64> = BTreeMap::new();
+    let mut groups: BTreeMap<Option<String>, i64> = BTreeMap::new();
     for (key, n) in rows {
         let key = match (by, key) {
             (GroupBy::Status, Sql::Integer(code)) => {
@@ -662,7 +745,9 @@ pub(crate) fn group_count(
             (GroupBy::Condition, Sql::Integer(code)) => {
                 Some(condition_of_code(code)?.name().to_owned())
             }
+            // `instance_counts` spells "no host type" as ''.
             (_, Sql::Null) => None,
+            (GroupBy::HostType, Sql::Text(s)) if s.is_empty() => None,
             (_, Sql::Text(s)) => Some(s),
             (_, other) => {
                 return Err(corrupt(format!(
@@ -672,11 +757,38 @@ pub(crate) fn group_count(
                 )))
             }
         };
-        *groups.entry(key).or_default() += u64::try_from(n).unwrap_or(0);
+        *groups.entry(key).or_default() += n;
+    }
+    match by {
+        GroupBy::Exception => {
+            let named: i64 = groups.values().sum();
+            let all = i64::try_from(count(conn, filter, now)?).unwrap_or(i64::MAX);
+            groups.insert(None, all - named);
+        }
+        GroupBy::Machine if counted(filter) => {
+            let (sql, p) = live_holders_statement(filter, now);
+            let mut stmt = conn.prepare_cached(&sql).or_storage()?;
+            let moved: Vec<(Option<String>, String, i64)> = stmt
+                .query_map(params_from_iter(p.values()), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .or_storage()?
+                .collect::<Result<_, _>>()
+                .or_storage()?;
+            for (last_writer, holder, n) in moved {
+                *groups.entry(last_writer).or_default() -= n;
+                *groups.entry(Some(holder)).or_default() += n;
+            }
+        }
+        _ => {}
     }
     Ok(groups
         .into_iter()
-        .map(|(key, count)| GroupCount { key, count })
+        .filter(|(_, count)| *count > 0)
+        .map(|(key, count)| GroupCount {
+            key,
+            count: u64::try_from(count).unwrap_or(0),
+        })
         .collect())
 }
 

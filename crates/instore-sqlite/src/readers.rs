@@ -33,6 +33,8 @@ impl Readers {
         let conn = Connection::open_with_flags(&self.path, flags).or_storage()?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .or_storage()?;
+        // Queries build their statements from filters: keep more of them parsed.
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }
 

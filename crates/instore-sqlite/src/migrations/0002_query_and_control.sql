@@ -31,6 +31,43 @@ create index instances_exception on instances (exception_name, created_at, id) w
 -- Retention: completed instances by last change.
 create index instances_completed on instances (updated_at, id) where state = 3;
 
+-- Instances per host type ('' for none), condition and last writer's machine (has_updated_by
+-- 0 for none), kept by triggers in the same transaction as every change, so counts and group
+-- counts by status, condition, host type and machine answer from a handful of rows instead of
+-- scanning a million index entries.
+create table instance_counts (
+    host_type text not null,
+    condition integer not null,
+    has_updated_by integer not null,
+    updated_by text not null,
+    n integer not null,
+    primary key (host_type, condition, has_updated_by, updated_by)
+) without rowid;
+insert into instance_counts (host_type, condition, has_updated_by, updated_by, n)
+    select coalesce(host_type, ''), condition, updated_by is not null, coalesce(updated_by, ''), count(*)
+    from instances group by 1, 2, 3, 4;
+create trigger instance_counts_insert after insert on instances begin
+    insert into instance_counts (host_type, condition, has_updated_by, updated_by, n)
+        values (coalesce(new.host_type, ''), new.condition, new.updated_by is not null, coalesce(new.updated_by, ''), 1)
+        on conflict (host_type, condition, has_updated_by, updated_by) do update set n = n + 1;
+end;
+create trigger instance_counts_delete after delete on instances begin
+    update instance_counts set n = n - 1
+        where host_type = coalesce(old.host_type, '') and condition = old.condition
+          and has_updated_by = (old.updated_by is not null) and updated_by = coalesce(old.updated_by, '');
+end;
+create trigger instance_counts_update after update of state, status, suspended, exception_name, host_type, updated_by
+    on instances
+    when old.condition is not new.condition or old.host_type is not new.host_type
+      or old.updated_by is not new.updated_by begin
+    update instance_counts set n = n - 1
+        where host_type = coalesce(old.host_type, '') and condition = old.condition
+          and has_updated_by = (old.updated_by is not null) and updated_by = coalesce(old.updated_by, '');
+    insert into instance_counts (host_type, condition, has_updated_by, updated_by, n)
+        values (coalesce(new.host_type, ''), new.condition, new.updated_by is not null, coalesce(new.updated_by, ''), 1)
+        on conflict (host_type, condition, has_updated_by, updated_by) do update set n = n + 1;
+end;
+
 -- Promoted values: one row per instance and name. text: instore::promoted_text (what filters
 -- compare); kind + value: the typed value, for an exact round trip.
 create table promoted (
