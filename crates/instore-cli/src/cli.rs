@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{errors, instances, owners, queue, store};
+use crate::commands::{errors, instances, owners, queue, service, store};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +51,7 @@ pub enum Command {
     Cancel(instances::cancel::Args),
     Remove(instances::remove::Args),
     Purge(instances::purge::Args),
+    Manage(service::manage::Args),
     /// The control queue: commands waiting for the management service
     #[command(subcommand, visible_alias = "queue")]
     Commands(QueueCommand),

@@ -202,3 +202,16 @@ async fn remove_deletes_at_once_by_id_or_filter() {
         "0"
     );
 }
+
+#[tokio::test]
+async fn manage_drain_executes_the_queued_commands_and_stops() {
+    let (s, seeded) = seeded().await;
+    let id = seeded.running[0].to_string();
+    s.run(&["suspend", &id, "--reason", "maintenance"]).ok();
+    let run = s.run(&["--json", "manage", "--drain"]);
+    assert_eq!(run.ok().json()["completed"], 1, "{run:#?}");
+    assert_eq!(queue(&s), serde_json::json!([]));
+    let shown = s.run(&["--json", "instances", "show", &id]).ok().json();
+    assert_eq!(shown["status"], "Suspended", "{shown:#}");
+    assert_eq!(shown["suspension"]["reason"], "maintenance", "{shown:#}");
+}

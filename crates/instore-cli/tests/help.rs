@@ -15,6 +15,7 @@ const VERBS: &[&[&str]] = &[
     &["cancel"],
     &["remove"],
     &["purge"],
+    &["manage"],
     &["commands", "list"],
     &["errors", "list"],
     &["owners", "list"],
@@ -123,4 +124,27 @@ fn no_verb_is_a_usage_error() {
     assert_eq!(sandbox.run(&[]).code, 2);
     assert_eq!(sandbox.run(&["instances"]).code, 2);
     sandbox.run(&["frobnicate"]).usage_error(&["frobnicate"]);
+}
+
+#[test]
+fn the_verb_list_above_covers_every_command_of_the_top_level_help() {
+    let run = Sandbox::new().run(&["--help"]);
+    let help = &run.ok().stdout;
+    let commands = help
+        .split("Commands:")
+        .nth(1)
+        .and_then(|rest| rest.split("Options:").next())
+        .unwrap_or_default();
+    let names: Vec<&str> = commands
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "help")
+        .collect();
+    assert!(names.len() >= 10, "no command list in {help}");
+    for name in names {
+        assert!(
+            VERBS.iter().any(|v| v[0] == name),
+            "`instore {name}` is missing from VERBS, so its help is untested"
+        );
+    }
 }

@@ -5,6 +5,7 @@ pub mod errors;
 pub mod instances;
 pub mod owners;
 pub mod queue;
+pub mod service;
 pub mod store;
 
 use crate::cli::{
@@ -28,6 +29,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Cancel(a) => instances::cancel::run(&ctx, a).await,
         Command::Remove(a) => instances::remove::run(&ctx, a).await,
         Command::Purge(a) => instances::purge::run(&ctx, a).await,
+        Command::Manage(a) => service::manage::run(&ctx, a).await,
         Command::Commands(QueueCommand::List(a)) => queue::list::run(&ctx, a).await,
         Command::Errors(ErrorsCommand::List(a)) => errors::list::run(&ctx, a).await,
         Command::Owners(OwnersCommand::List(a)) => owners::list::run(&ctx, a).await,

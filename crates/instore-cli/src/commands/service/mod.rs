@@ -1,0 +1,3 @@
+//! `instore manage`: run services against the store in the foreground.
+
+pub mod manage;
