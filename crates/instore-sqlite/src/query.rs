@@ -149,15 +149,17 @@ fn clauses(filter: &InstanceFilter, now: Timestamp, p: &mut Params) -> Vec<Strin
             p.bind(text.clone())
         ));
     }
+    // `in (select ...)`, not `exists`: the (usually small) queue and error log drive the lookup,
+    // instead of a probe per instance.
     if let Some(has) = filter.has_pending_command {
         w.push(format!(
-            "{}exists (select 1 from control_queue q where q.instance = i.id)",
+            "i.id {}in (select q.instance from control_queue q)",
             if has { "" } else { "not " }
         ));
     }
     if let Some(has) = filter.has_error {
         w.push(format!(
-            "{}exists (select 1 from error_log e where e.instance = i.id)",
+            "i.id {}in (select e.instance from error_log e)",
             if has { "" } else { "not " }
         ));
     }
@@ -855,7 +857,13 @@ impl QueryProvider for SqliteProvider {
         let now = self.clock.now();
         let filter = filter.clone();
         self.readers
-            .read(move |conn| self::group_count(conn, &filter, by, now))
+            .read(move |conn| {
+                // By exception or machine: two statements, one snapshot.
+                let tx = conn.unchecked_transaction().or_storage()?;
+                let groups = self::group_count(&tx, &filter, by, now)?;
+                tx.finish().or_storage()?;
+                Ok(groups)
+            })
             .await
     }
 

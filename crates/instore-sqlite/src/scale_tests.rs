@@ -176,6 +176,21 @@ async fn scale_plans_and_latencies_at_a_million_instances() {
             },
         ),
         (
+            "pending command",
+            InstanceFilter {
+                has_pending_command: Some(true),
+                ..Default::default()
+            },
+        ),
+        (
+            "no error",
+            InstanceFilter {
+                has_error: Some(false),
+                status: vec![InstanceStatus::Suspended],
+                ..Default::default()
+            },
+        ),
+        (
             "exception",
             InstanceFilter {
                 exception: Some("Timeout".into()),
