@@ -257,3 +257,102 @@ async fn scale_plans_and_latencies_at_a_million_instances() {
     }
     assert!(scans.is_empty(), "{scans:#?}");
 }
+
+/// Saves per second through the writer, 64 concurrent instances alternating `Executing` and
+/// `Idle` (so the condition changes and the counting trigger works on every save), with the
+/// query side's indexes and triggers, then without them (dropped from a second file).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a throughput measurement; run with --ignored --release"]
+async fn save_throughput_with_and_without_the_query_indexes() {
+    use instore::{
+        ExecutionStatus, InstanceId, NewOwner, PersistenceProvider, Save, SaveRequest, SaveRules,
+    };
+    async fn run(strip: bool) -> f64 {
+        let dir = tempfile::tempdir().expect("test setup");
+        let path = dir.path().join("saves.db");
+        let options = SqliteOptions {
+            synchronous: crate::Synchronous::Normal,
+            ..SqliteOptions::default()
+        };
+        if strip {
+            drop(
+                SqliteProvider::open_with(&path, options.clone(), Arc::new(SystemClock))
+                    .await
+                    .expect("test setup"),
+            );
+            Connection::open(&path)
+                .expect("test setup")
+                .execute_batch(
+                    "drop trigger instance_counts_insert; drop trigger instance_counts_update;
+                     drop trigger instance_counts_delete; drop index instances_created;
+                     drop index instances_condition; drop index instances_host_type;
+                     drop index instances_exception; drop index instances_completed;",
+                )
+                .expect("test setup");
+        }
+        let p = SqliteProvider::open_with(&path, options, Arc::new(SystemClock))
+            .await
+            .expect("test setup");
+        let owner = p
+            .create_owner(NewOwner {
+                host_type: Some("bench".into()),
+                metadata: instore::PropertyBag::new(),
+                lease: Duration::from_secs(600),
+                machine: "bench".into(),
+            })
+            .await
+            .expect("test setup");
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                let instance = InstanceId::new();
+                let mut held = None;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let status = if n % 2 == 0 {
+                        ExecutionStatus::Executing
+                    } else {
+                        ExecutionStatus::Idle
+                    };
+                    let save =
+                        Save::data(bag([("n", n as i64), ("payload", 7i64)])).with_status(status);
+                    let snap = p
+                        .save(
+                            owner.id,
+                            SaveRequest {
+                                instance,
+                                held_version: held,
+                                busy: Vec::new(),
+                                save,
+                                rules: SaveRules {
+                                    max_payload_bytes: 1 << 20,
+                                    encoding: EncodingSettings::default(),
+                                    completion: instore::CompletionAction::Keep,
+                                },
+                                promoted: Some(Default::default()),
+                            },
+                        )
+                        .await
+                        .expect("save");
+                    held = Some(snap.lock_version);
+                    n += 1;
+                }
+                n
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await.expect("task");
+        }
+        total as f64 / 3.0
+    }
+    let with = run(false).await;
+    let without = run(true).await;
+    let with_again = run(false).await;
+    println!(
+        "saves/s with the query indexes and triggers: {with:.0} and {with_again:.0}; without: {without:.0} ({:.2}x)",
+        (with + with_again) / 2.0 / without
+    );
+}
