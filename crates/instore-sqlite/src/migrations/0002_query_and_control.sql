@@ -19,7 +19,8 @@ alter table instances add column condition integer generated always as (
 
 -- Rows written by schema 1: their last locking owner's machine (if it is still registered);
 -- a held lock counts from the row's last change, the best instant schema 1 kept.
-update instances set updated_by = (select machine from owners where owners.id = instances.last_lock_owner);
+update instances set updated_by = (select machine from owners where owners.id = instances.last_lock_owner)
+    where last_lock_owner in (select id from owners);
 update instances set locked_since = updated_at where lock_owner is not null;
 
 -- Query order (newest first) and its keyset cursor; filtered pages by condition (status), by
