@@ -322,6 +322,34 @@ impl PgProvider {
     async fn rows_of(&self, sql: &Sql, text: &str) -> Result<Vec<Row>, StoreError> {
         self.rows(text, &sql.params()).await
     }
+
+    /// How many instances are in each condition, from the maintained totals (no rows counted).
+    async fn condition_totals(&self) -> Result<BTreeMap<Condition, u64>, StoreError> {
+        let text = format!("select condition, n from {}.condition_totals($1)", self.s());
+        let rows = self.rows(&text, &[(&FOLD_AFTER, Type::INT4)]).await?;
+        rows.iter()
+            .map(|row| Ok((condition_of(col(row, 0)?)?, count_of(col(row, 1)?))))
+            .collect()
+    }
+}
+
+/// Pending condition deltas a count folds into the totals.
+const FOLD_AFTER: i32 = 10_000;
+
+/// Whether `filter` narrows by status and condition alone: then counts come from the totals.
+fn by_condition_alone(filter: &InstanceFilter) -> bool {
+    InstanceFilter {
+        status: Vec::new(),
+        condition: Vec::new(),
+        ..filter.clone()
+    }
+    .is_empty()
+}
+
+/// Whether `filter` lets instances in `condition` through, as far as status and condition go.
+fn admits(filter: &InstanceFilter, condition: Condition) -> bool {
+    (filter.status.is_empty() || filter.status.contains(&condition.status()))
+        && (filter.condition.is_empty() || filter.condition.contains(&condition))
 }
 
 #[async_trait::async_trait]
@@ -388,6 +416,14 @@ impl QueryProvider for PgProvider {
 
     async fn count(&self, filter: &InstanceFilter) -> Result<u64, StoreError> {
         filter.validate()?;
+        if by_condition_alone(filter) {
+            let totals = self.condition_totals().await?;
+            return Ok(totals
+                .into_iter()
+                .filter(|(c, _)| admits(filter, *c))
+                .map(|(_, n)| n)
+                .sum());
+        }
         let s = self.s();
         let mut sql = Sql::new(self.now());
         let conditions = filter_sql(&mut sql, filter, &s);
@@ -408,43 +444,45 @@ impl QueryProvider for PgProvider {
         by: GroupBy,
     ) -> Result<Vec<GroupCount>, StoreError> {
         filter.validate()?;
-        let s = self.s();
-        let mut sql = Sql::new(self.now());
-        let conditions = filter_sql(&mut sql, filter, &s);
-        // Status and condition both group by the condition code (index-only); statuses are
-        // summed here.
-        let key = match by {
-            GroupBy::Status | GroupBy::Condition => "i.condition::text".to_owned(),
-            GroupBy::HostType => "i.host_type".to_owned(),
-            GroupBy::Machine => machine_sql(),
-            GroupBy::Exception => "case when i.suspended then i.exception_name end".to_owned(),
+        let by_condition = matches!(by, GroupBy::Status | GroupBy::Condition);
+        // Statuses and conditions are counted by condition, statuses summed here.
+        let name = |c: Condition| {
+            Some(if by == GroupBy::Status {
+                c.status().name().to_owned()
+            } else {
+                c.name().to_owned()
+            })
         };
-        let text = format!(
-            "select {key}, count(*) from {s}.instances i \
-             left join {s}.owners o on o.id = i.lock_owner {} group by 1",
-            where_clause(&conditions)
-        );
-        let rows = self.rows_of(&sql, &text).await?;
         let mut groups: BTreeMap<Option<String>, u64> = BTreeMap::new();
-        for row in &rows {
-            let value: Option<String> = col(row, 0)?;
-            let n = count_of(col(row, 1)?);
-            let key = match by {
-                GroupBy::Status | GroupBy::Condition => {
-                    let code: i16 = value
-                        .as_deref()
-                        .and_then(|v| v.parse().ok())
-                        .ok_or_else(|| corrupt(format!("condition code {value:?}")))?;
-                    let condition = condition_of(code)?;
-                    Some(if by == GroupBy::Status {
-                        condition.status().name().to_owned()
-                    } else {
-                        condition.name().to_owned()
-                    })
+        if by_condition && by_condition_alone(filter) {
+            for (c, n) in self.condition_totals().await? {
+                if admits(filter, c) {
+                    *groups.entry(name(c)).or_default() += n;
                 }
-                _ => value,
+            }
+        } else {
+            let s = self.s();
+            let mut sql = Sql::new(self.now());
+            let conditions = filter_sql(&mut sql, filter, &s);
+            let key = match by {
+                GroupBy::Status | GroupBy::Condition => "i.condition".to_owned(),
+                GroupBy::HostType => "i.host_type".to_owned(),
+                GroupBy::Machine => machine_sql(),
+                GroupBy::Exception => "case when i.suspended then i.exception_name end".to_owned(),
             };
-            *groups.entry(key).or_default() += n;
+            let text = format!(
+                "select {key}, count(*) from {s}.instances i \
+                 left join {s}.owners o on o.id = i.lock_owner {} group by 1",
+                where_clause(&conditions)
+            );
+            for row in &self.rows_of(&sql, &text).await? {
+                let key = if by_condition {
+                    name(condition_of(col(row, 0)?)?)
+                } else {
+                    col(row, 0)?
+                };
+                *groups.entry(key).or_default() += count_of(col(row, 1)?);
+            }
         }
         Ok(groups
             .into_iter()

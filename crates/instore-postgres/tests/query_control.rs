@@ -151,19 +151,75 @@ async fn the_condition_column_mirrors_condition_of_for_every_combination() {
             .collect();
         assert_eq!(all(&p, &filter).await, want, "{status}");
     }
-    let groups = p
-        .group_count(&InstanceFilter::all(), GroupBy::Condition)
+    // Counts by condition alone come from the maintained totals; any other filter counts rows.
+    // Both agree, before and after the pending deltas are folded into the totals, and after a
+    // delete.
+    let counted_rows = InstanceFilter {
+        created_after: Some(instore::Timestamp::from_micros(0)),
+        ..InstanceFilter::all()
+    };
+    let check = |expected: BTreeMap<Condition, BTreeSet<InstanceId>>| {
+        let p = p.clone();
+        let counted_rows = counted_rows.clone();
+        async move {
+            let mut want: Vec<GroupCount> = expected
+                .iter()
+                .filter(|(_, ids)| !ids.is_empty())
+                .map(|(c, ids)| GroupCount {
+                    key: Some(c.name().to_owned()),
+                    count: ids.len() as u64,
+                })
+                .collect();
+            want.sort_by(|a, b| a.key.cmp(&b.key));
+            for filter in [InstanceFilter::all(), counted_rows.clone()] {
+                let groups = p
+                    .group_count(&filter, GroupBy::Condition)
+                    .await
+                    .expect("group");
+                assert_eq!(groups, want, "{filter:?}");
+                let total: usize = expected.values().map(BTreeSet::len).sum();
+                assert_eq!(p.count(&filter).await.expect("count"), total as u64);
+                let suspended = InstanceFilter {
+                    status: vec![InstanceStatus::Suspended],
+                    ..filter.clone()
+                };
+                let want_suspended: usize = expected
+                    .iter()
+                    .filter(|(c, _)| c.status() == InstanceStatus::Suspended)
+                    .map(|(_, ids)| ids.len())
+                    .sum();
+                assert_eq!(
+                    p.count(&suspended).await.expect("count"),
+                    want_suspended as u64
+                );
+            }
+        }
+    };
+    check(expected.clone()).await;
+    let deleted = *expected[&Condition::Exception].iter().next().expect("one");
+    p.delete(deleted).await.expect("delete");
+    expected
+        .get_mut(&Condition::Exception)
+        .expect("exception")
+        .remove(&deleted);
+    check(expected.clone()).await;
+    admin
+        .query(
+            &format!("select * from \"{}\".condition_totals(0)", p.schema()),
+            &[],
+        )
         .await
-        .expect("group");
-    let mut want: Vec<GroupCount> = expected
-        .iter()
-        .map(|(c, ids)| GroupCount {
-            key: Some(c.name().to_owned()),
-            count: ids.len() as u64,
-        })
-        .collect();
-    want.sort_by(|a, b| a.key.cmp(&b.key));
-    assert_eq!(groups, want);
+        .expect("fold the deltas");
+    let pending: i64 = admin
+        .query_one(
+            &format!("select count(*) from \"{}\".condition_deltas", p.schema()),
+            &[],
+        )
+        .await
+        .expect("deltas")
+        .get(0);
+    assert_eq!(pending, 0, "folding empties the deltas");
+    check(expected).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

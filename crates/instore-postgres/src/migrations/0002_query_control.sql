@@ -42,6 +42,70 @@ create index instances_exception on {{s}}.instances (exception_name, created_at 
 -- Retention: completed instances, least recently changed first.
 create index instances_purge on {{s}}.instances (updated_at, id) where state = 3;
 
+-- How many instances are in each condition, without counting rows: `condition_counts` holds a
+-- total per condition, and every change of an instance's condition (creation, a save that
+-- changes it, deletion) appends a delta row in the same transaction. Appending takes no lock
+-- writers could wait on; `condition_totals` adds the deltas up and, once they are many, folds
+-- them into the totals (one reader at a time).
+create table {{s}}.condition_counts (
+    condition smallint primary key,
+    n bigint not null
+);
+create table {{s}}.condition_deltas (
+    condition smallint not null,
+    delta int not null
+);
+insert into {{s}}.condition_counts (condition, n)
+select c, (select count(*) from {{s}}.instances i where i.condition = c)
+from generate_series(1, 8) c;
+
+create function {{s}}.count_condition() returns trigger
+language plpgsql as $$
+begin
+    if tg_op in ('UPDATE', 'DELETE') then
+        insert into {{s}}.condition_deltas (condition, delta) values (old.condition, -1);
+    end if;
+    if tg_op in ('UPDATE', 'INSERT') then
+        insert into {{s}}.condition_deltas (condition, delta) values (new.condition, 1);
+    end if;
+    return null;
+end
+$$;
+create trigger instances_count_insert after insert on {{s}}.instances
+    for each row execute function {{s}}.count_condition();
+create trigger instances_count_update after update on {{s}}.instances
+    for each row when (old.condition is distinct from new.condition)
+    execute function {{s}}.count_condition();
+create trigger instances_count_delete after delete on {{s}}.instances
+    for each row execute function {{s}}.count_condition();
+
+-- The number of instances in each condition. With `p_fold_after` deltas or more pending, folds
+-- them into the totals first, unless another call is folding right now.
+create function {{s}}.condition_totals(p_fold_after int)
+returns table (condition smallint, n bigint)
+language plpgsql as $$
+#variable_conflict use_column
+begin
+    if (select count(*) from (select 1 from {{s}}.condition_deltas limit p_fold_after) d)
+           >= p_fold_after
+       and pg_try_advisory_xact_lock(hashtext({{channel}} || ' condition counts')) then
+        with folded as (
+            delete from {{s}}.condition_deltas returning condition, delta
+        ), sums as (
+            select f.condition, sum(f.delta) as n from folded f group by f.condition
+        )
+        update {{s}}.condition_counts c set n = c.n + s.n from sums s
+        where c.condition = s.condition;
+    end if;
+    return query
+    select c.condition, c.n + coalesce(d.n, 0)::bigint
+    from {{s}}.condition_counts c
+    left join (select x.condition, sum(x.delta) as n from {{s}}.condition_deltas x
+               group by x.condition) d on d.condition = c.condition
+    order by c.condition;
+end
+$$;
+
 -- Promoted values (SPEC §12 "Promotions"): the text operators filter on, and the value itself
 -- (the postcard encoding of its bag entry) so it reads back typed.
 create table {{s}}.promoted (
