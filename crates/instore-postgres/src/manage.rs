@@ -323,33 +323,53 @@ impl PgProvider {
         self.rows(text, &sql.params()).await
     }
 
-    /// How many instances are in each condition, from the maintained totals (no rows counted).
-    async fn condition_totals(&self) -> Result<BTreeMap<Condition, u64>, StoreError> {
-        let text = format!("select condition, n from {}.condition_totals($1)", self.s());
+    /// How many instances there are per condition and host type, from the maintained totals
+    /// (no rows counted), narrowed by `filter`'s statuses, conditions and host type.
+    async fn totals(
+        &self,
+        filter: &InstanceFilter,
+    ) -> Result<Vec<(Condition, Option<String>, u64)>, StoreError> {
+        let text = format!(
+            "select condition, host_type, n from {}.instance_totals($1)",
+            self.s()
+        );
         let rows = self.rows(&text, &[(&FOLD_AFTER, Type::INT4)]).await?;
-        rows.iter()
-            .map(|row| Ok((condition_of(col(row, 0)?)?, count_of(col(row, 1)?))))
-            .collect()
+        let mut totals = Vec::new();
+        for row in &rows {
+            let condition = condition_of(col(row, 0)?)?;
+            let host_type: Option<String> = col(row, 1)?;
+            if admits(filter, condition, host_type.as_deref()) {
+                totals.push((condition, host_type, count_of(col(row, 2)?)));
+            }
+        }
+        Ok(totals)
     }
 }
 
-/// Pending condition deltas a count folds into the totals.
-const FOLD_AFTER: i32 = 10_000;
+/// Pending count deltas past which a reader folds them into the totals.
+const FOLD_AFTER: i32 = 1_000;
 
-/// Whether `filter` narrows by status and condition alone: then counts come from the totals.
-fn by_condition_alone(filter: &InstanceFilter) -> bool {
+/// Whether `filter` narrows by status, condition and host type alone: then counts come from the
+/// maintained totals.
+fn by_totals(filter: &InstanceFilter) -> bool {
     InstanceFilter {
         status: Vec::new(),
         condition: Vec::new(),
+        host_type: None,
         ..filter.clone()
     }
     .is_empty()
 }
 
-/// Whether `filter` lets instances in `condition` through, as far as status and condition go.
-fn admits(filter: &InstanceFilter, condition: Condition) -> bool {
+/// Whether `filter`'s statuses, conditions and host type let instances in `condition` of
+/// `host_type` through.
+fn admits(filter: &InstanceFilter, condition: Condition, host_type: Option<&str>) -> bool {
     (filter.status.is_empty() || filter.status.contains(&condition.status()))
         && (filter.condition.is_empty() || filter.condition.contains(&condition))
+        && filter
+            .host_type
+            .as_deref()
+            .map_or(true, |h| host_type == Some(h))
 }
 
 #[async_trait::async_trait]
@@ -416,13 +436,8 @@ impl QueryProvider for PgProvider {
 
     async fn count(&self, filter: &InstanceFilter) -> Result<u64, StoreError> {
         filter.validate()?;
-        if by_condition_alone(filter) {
-            let totals = self.condition_totals().await?;
-            return Ok(totals
-                .into_iter()
-                .filter(|(c, _)| admits(filter, *c))
-                .map(|(_, n)| n)
-                .sum());
+        if by_totals(filter) {
+            return Ok(self.totals(filter).await?.iter().map(|(_, _, n)| n).sum());
         }
         let s = self.s();
         let mut sql = Sql::new(self.now());
@@ -444,45 +459,82 @@ impl QueryProvider for PgProvider {
         by: GroupBy,
     ) -> Result<Vec<GroupCount>, StoreError> {
         filter.validate()?;
-        let by_condition = matches!(by, GroupBy::Status | GroupBy::Condition);
-        // Statuses and conditions are counted by condition, statuses summed here.
-        let name = |c: Condition| {
-            Some(if by == GroupBy::Status {
-                c.status().name().to_owned()
-            } else {
-                c.name().to_owned()
-            })
-        };
+        let s = self.s();
         let mut groups: BTreeMap<Option<String>, u64> = BTreeMap::new();
-        if by_condition && by_condition_alone(filter) {
-            for (c, n) in self.condition_totals().await? {
-                if admits(filter, c) {
-                    *groups.entry(name(c)).or_default() += n;
+        let mut sql = Sql::new(self.now());
+        let conditions = filter_sql(&mut sql, filter, &s);
+        let rows = match by {
+            // From the totals: statuses summed over their conditions.
+            GroupBy::Status | GroupBy::Condition | GroupBy::HostType if by_totals(filter) => {
+                for (condition, host_type, n) in self.totals(filter).await? {
+                    let key = match by {
+                        GroupBy::Status => Some(condition.status().name().to_owned()),
+                        GroupBy::Condition => Some(condition.name().to_owned()),
+                        _ => host_type,
+                    };
+                    *groups.entry(key).or_default() += n;
                 }
+                Vec::new()
             }
-        } else {
-            let s = self.s();
-            let mut sql = Sql::new(self.now());
-            let conditions = filter_sql(&mut sql, filter, &s);
-            let key = match by {
-                GroupBy::Status | GroupBy::Condition => "i.condition".to_owned(),
-                GroupBy::HostType => "i.host_type".to_owned(),
-                GroupBy::Machine => machine_sql(),
-                GroupBy::Exception => "case when i.suspended then i.exception_name end".to_owned(),
-            };
-            let text = format!(
-                "select {key}, count(*) from {s}.instances i \
-                 left join {s}.owners o on o.id = i.lock_owner {} group by 1",
-                where_clause(&conditions)
-            );
-            for row in &self.rows_of(&sql, &text).await? {
-                let key = if by_condition {
-                    name(condition_of(col(row, 0)?)?)
-                } else {
-                    col(row, 0)?
+            // Exception names from the small index of suspended instances; the rest (no
+            // exception) is the total less those, in the same statement.
+            GroupBy::Exception if by_totals(filter) => {
+                let mut named = conditions.clone();
+                named.push("i.suspended and i.exception_name is not null".into());
+                let mut total = Vec::new();
+                if let Some(codes) = allowed_conditions(filter) {
+                    total.push(format!(
+                        "t.condition = any({})",
+                        sql.bind(codes, Type::INT2_ARRAY)
+                    ));
+                }
+                if let Some(h) = &filter.host_type {
+                    total.push(format!("t.host_type = {}", sql.bind(h.clone(), Type::TEXT)));
+                }
+                let text = format!(
+                    "with named as ( \
+                         select i.exception_name as key, count(*) as n from {s}.instances i \
+                         {} group by 1) \
+                     select key, n from named \
+                     union all \
+                     select null, ((select coalesce(sum(t.n), 0) from {s}.instance_totals_now t \
+                                    {}) - (select coalesce(sum(n), 0) from named))::int8",
+                    where_clause(&named),
+                    where_clause(&total)
+                );
+                self.rows_of(&sql, &text).await?
+            }
+            _ => {
+                let key = match by {
+                    GroupBy::Status | GroupBy::Condition => "i.condition".to_owned(),
+                    GroupBy::HostType => "i.host_type".to_owned(),
+                    GroupBy::Machine => machine_sql(),
+                    GroupBy::Exception => {
+                        "case when i.suspended then i.exception_name end".to_owned()
+                    }
                 };
-                *groups.entry(key).or_default() += count_of(col(row, 1)?);
+                let text = format!(
+                    "select {key}, count(*) from {s}.instances i \
+                     left join {s}.owners o on o.id = i.lock_owner {} group by 1",
+                    where_clause(&conditions)
+                );
+                self.rows_of(&sql, &text).await?
             }
+        };
+        for row in &rows {
+            let n: i64 = col::<Option<i64>>(row, 1)?.unwrap_or(0);
+            let key = match by {
+                GroupBy::Status | GroupBy::Condition => {
+                    let condition = condition_of(col(row, 0)?)?;
+                    Some(if by == GroupBy::Status {
+                        condition.status().name().to_owned()
+                    } else {
+                        condition.name().to_owned()
+                    })
+                }
+                _ => col(row, 0)?,
+            };
+            *groups.entry(key).or_default() += count_of(n);
         }
         Ok(groups
             .into_iter()

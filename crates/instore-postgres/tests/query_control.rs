@@ -67,6 +67,16 @@ async fn all(p: &PgProvider, filter: &InstanceFilter) -> BTreeSet<InstanceId> {
 async fn the_condition_column_mirrors_condition_of_for_every_combination() {
     let (p, _guard) = support::provider(ManualClock::starting_now()).await;
     let owner = p.create_owner(new_owner("m")).await.expect("owner").id;
+    // Every other instance without a host type (its creator has none).
+    let typeless = p
+        .create_owner(NewOwner {
+            host_type: None,
+            ..new_owner("m")
+        })
+        .await
+        .expect("owner")
+        .id;
+    let mut creators = [owner, typeless].into_iter().cycle();
     let suspensions = [
         None,
         Some(Suspension {
@@ -99,7 +109,7 @@ async fn the_condition_column_mirrors_condition_of_for_every_combination() {
     for state in states {
         for status in statuses {
             for suspension in &suspensions {
-                let id = create(&p, owner).await;
+                let id = create(&p, creators.next().expect("cycle")).await;
                 let exception = suspension.as_ref().and_then(|s| s.exception.as_ref());
                 admin
                     .execute(
@@ -171,6 +181,22 @@ async fn the_condition_column_mirrors_condition_of_for_every_combination() {
                 })
                 .collect();
             want.sort_by(|a, b| a.key.cmp(&b.key));
+            // Every grouping, from the totals and from the rows, with and without a host type.
+            for by in GroupBy::ALL {
+                for host_type in [None, Some("orders".to_owned())] {
+                    let f = |base: &InstanceFilter| InstanceFilter {
+                        host_type: host_type.clone(),
+                        ..base.clone()
+                    };
+                    let from_totals = p.group_count(&f(&InstanceFilter::all()), by).await;
+                    let from_rows = p.group_count(&f(&counted_rows), by).await;
+                    assert_eq!(
+                        from_totals.expect("group"),
+                        from_rows.expect("group"),
+                        "{by:?} {host_type:?}"
+                    );
+                }
+            }
             for filter in [InstanceFilter::all(), counted_rows.clone()] {
                 let groups = p
                     .group_count(&filter, GroupBy::Condition)
@@ -205,14 +231,17 @@ async fn the_condition_column_mirrors_condition_of_for_every_combination() {
     check(expected.clone()).await;
     admin
         .query(
-            &format!("select * from \"{}\".condition_totals(0)", p.schema()),
+            &format!("select * from \"{}\".instance_totals(0)", p.schema()),
             &[],
         )
         .await
         .expect("fold the deltas");
     let pending: i64 = admin
         .query_one(
-            &format!("select count(*) from \"{}\".condition_deltas", p.schema()),
+            &format!(
+                "select count(*) from \"{}\".instance_count_deltas",
+                p.schema()
+            ),
             &[],
         )
         .await

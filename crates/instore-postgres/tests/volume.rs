@@ -140,10 +140,16 @@ async fn query_latency_at_volume() {
     if stored == 0 {
         let started = Instant::now();
         admin.batch_execute(&fill_sql(&s, n)).await.expect("fill");
+        // The fill's count deltas folded into the totals, as readers do as they go.
+        admin
+            .batch_execute(&format!("select * from {s}.instance_totals(0)"))
+            .await
+            .expect("fold the count deltas");
         admin
             .batch_execute(&format!(
                 "vacuum analyze {s}.instances, {s}.instance_data, {s}.keys, {s}.promoted, \
-                 {s}.control_queue, {s}.error_log, {s}.owners"
+                 {s}.control_queue, {s}.error_log, {s}.owners, {s}.instance_counts, \
+                 {s}.instance_count_deltas"
             ))
             .await
             .expect("vacuum");

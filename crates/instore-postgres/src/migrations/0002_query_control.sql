@@ -42,67 +42,83 @@ create index instances_exception on {{s}}.instances (exception_name, created_at 
 -- Retention: completed instances, least recently changed first.
 create index instances_purge on {{s}}.instances (updated_at, id) where state = 3;
 
--- How many instances are in each condition, without counting rows: `condition_counts` holds a
--- total per condition, and every change of an instance's condition (creation, a save that
--- changes it, deletion) appends a delta row in the same transaction. Appending takes no lock
--- writers could wait on; `condition_totals` adds the deltas up and, once they are many, folds
--- them into the totals (one reader at a time).
-create table {{s}}.condition_counts (
-    condition smallint primary key,
+-- How many instances there are per condition and host type, without counting rows:
+-- `instance_counts` holds the totals, and every change of an instance's condition or host type
+-- (creation, a save or lock that changes one, deletion) appends delta rows in the same
+-- transaction. Appending takes no lock another writer could wait on (a total updated in place
+-- would serialise every host's saves, and could deadlock them); `instance_totals` adds the
+-- deltas up and, once they are many, folds them into the totals (one reader at a time).
+create table {{s}}.instance_counts (
+    condition smallint not null,
+    host_type text,
     n bigint not null
 );
-create table {{s}}.condition_deltas (
+create unique index instance_counts_key on {{s}}.instance_counts (condition, host_type)
+    nulls not distinct;
+create table {{s}}.instance_count_deltas (
     condition smallint not null,
+    host_type text,
     delta int not null
 );
-insert into {{s}}.condition_counts (condition, n)
-select c, (select count(*) from {{s}}.instances i where i.condition = c)
-from generate_series(1, 8) c;
+insert into {{s}}.instance_counts (condition, host_type, n)
+select condition, host_type, count(*) from {{s}}.instances group by condition, host_type;
 
-create function {{s}}.count_condition() returns trigger
+create function {{s}}.count_instance() returns trigger
 language plpgsql as $$
 begin
     if tg_op in ('UPDATE', 'DELETE') then
-        insert into {{s}}.condition_deltas (condition, delta) values (old.condition, -1);
+        insert into {{s}}.instance_count_deltas (condition, host_type, delta)
+        values (old.condition, old.host_type, -1);
     end if;
     if tg_op in ('UPDATE', 'INSERT') then
-        insert into {{s}}.condition_deltas (condition, delta) values (new.condition, 1);
+        insert into {{s}}.instance_count_deltas (condition, host_type, delta)
+        values (new.condition, new.host_type, 1);
     end if;
     return null;
 end
 $$;
 create trigger instances_count_insert after insert on {{s}}.instances
-    for each row execute function {{s}}.count_condition();
+    for each row execute function {{s}}.count_instance();
 create trigger instances_count_update after update on {{s}}.instances
-    for each row when (old.condition is distinct from new.condition)
-    execute function {{s}}.count_condition();
+    for each row
+    when (old.condition is distinct from new.condition
+          or old.host_type is distinct from new.host_type)
+    execute function {{s}}.count_instance();
 create trigger instances_count_delete after delete on {{s}}.instances
-    for each row execute function {{s}}.count_condition();
+    for each row execute function {{s}}.count_instance();
 
--- The number of instances in each condition. With `p_fold_after` deltas or more pending, folds
--- them into the totals first, unless another call is folding right now.
-create function {{s}}.condition_totals(p_fold_after int)
-returns table (condition smallint, n bigint)
+-- The number of instances per condition and host type (groups of none left out), as of the
+-- reading statement's snapshot.
+create view {{s}}.instance_totals_now as
+select t.condition, t.host_type, sum(t.n)::bigint as n from (
+    select c.condition, c.host_type, c.n from {{s}}.instance_counts c
+    union all
+    select d.condition, d.host_type, d.delta::bigint from {{s}}.instance_count_deltas d
+) t
+group by t.condition, t.host_type
+having sum(t.n) <> 0;
+
+-- The same, and with
+-- `p_fold_after` deltas or more pending, folds them into the totals first, unless another call
+-- is folding right now.
+create function {{s}}.instance_totals(p_fold_after int)
+returns table (condition smallint, host_type text, n bigint)
 language plpgsql as $$
 #variable_conflict use_column
 begin
-    if (select count(*) from (select 1 from {{s}}.condition_deltas limit p_fold_after) d)
-           >= p_fold_after
-       and pg_try_advisory_xact_lock(hashtext({{channel}} || ' condition counts')) then
+    if (select count(*) from (select 1 from {{s}}.instance_count_deltas
+                              limit greatest(p_fold_after, 1)) d) >= p_fold_after
+       and pg_try_advisory_xact_lock(hashtext({{channel}} || ' instance counts')) then
         with folded as (
-            delete from {{s}}.condition_deltas returning condition, delta
-        ), sums as (
-            select f.condition, sum(f.delta) as n from folded f group by f.condition
+            delete from {{s}}.instance_count_deltas returning condition, host_type, delta
         )
-        update {{s}}.condition_counts c set n = c.n + s.n from sums s
-        where c.condition = s.condition;
+        insert into {{s}}.instance_counts as c (condition, host_type, n)
+        select f.condition, f.host_type, sum(f.delta) from folded f
+        group by f.condition, f.host_type
+        on conflict (condition, host_type) do update set n = c.n + excluded.n;
+        delete from {{s}}.instance_counts c where c.n = 0;
     end if;
-    return query
-    select c.condition, c.n + coalesce(d.n, 0)::bigint
-    from {{s}}.condition_counts c
-    left join (select x.condition, sum(x.delta) as n from {{s}}.condition_deltas x
-               group by x.condition) d on d.condition = c.condition
-    order by c.condition;
+    return query select t.condition, t.host_type, t.n from {{s}}.instance_totals_now t;
 end
 $$;
 
