@@ -96,7 +96,7 @@ fn allowed_conditions(filter: &InstanceFilter) -> Option<Vec<i16>> {
 }
 
 /// The `where` conditions of `filter` over `i` (instances) and `o` (the lock owner), with their
-/// values bound to `sql`. `conditions`: how the condition codes are matched, when narrowed.
+/// values bound to `sql`; `s` is the quoted schema.
 fn filter_sql(sql: &mut Sql, filter: &InstanceFilter, s: &str) -> Vec<String> {
     let mut w = Vec::new();
     if let Some(codes) = allowed_conditions(filter) {
@@ -140,10 +140,13 @@ fn filter_sql(sql: &mut Sql, filter: &InstanceFilter, s: &str) -> Vec<String> {
         ));
     }
     if let Some(machine) = &filter.machine {
+        // Spelled so the planner sees the plain column for the unlocked majority (and
+        // estimates it from its statistics).
+        let m = sql.bind(machine.clone(), Type::TEXT);
         w.push(format!(
-            "{} = {}",
-            machine_sql(),
-            sql.bind(machine.clone(), Type::TEXT)
+            "((i.lock_owner is null and i.updated_by = {m}) \
+              or (i.lock_owner is not null and {} = {m}))",
+            machine_sql()
         ));
     }
     if let Some(host_type) = &filter.host_type {
@@ -323,53 +326,72 @@ impl PgProvider {
         self.rows(text, &sql.params()).await
     }
 
-    /// How many instances there are per condition and host type, from the maintained totals
-    /// (no rows counted), narrowed by `filter`'s statuses, conditions and host type.
-    async fn totals(
-        &self,
-        filter: &InstanceFilter,
-    ) -> Result<Vec<(Condition, Option<String>, u64)>, StoreError> {
+    /// How many instances there are per condition, host type and machine, from the maintained
+    /// totals (no instance rows counted but those a live owner on another machine holds), narrowed
+    /// by `filter`'s statuses, conditions, host type and machine.
+    async fn totals(&self, filter: &InstanceFilter) -> Result<Vec<Total>, StoreError> {
         let text = format!(
-            "select condition, host_type, n from {}.instance_totals($1)",
+            "select condition, host_type, machine, n from {}.instance_totals($1, $2)",
             self.s()
         );
-        let rows = self.rows(&text, &[(&FOLD_AFTER, Type::INT4)]).await?;
+        let now = self.now();
+        let rows = self
+            .rows(&text, &[(&FOLD_AFTER, Type::INT4), (&now, Type::INT8)])
+            .await?;
         let mut totals = Vec::new();
         for row in &rows {
-            let condition = condition_of(col(row, 0)?)?;
-            let host_type: Option<String> = col(row, 1)?;
-            if admits(filter, condition, host_type.as_deref()) {
-                totals.push((condition, host_type, count_of(col(row, 2)?)));
+            let total = Total {
+                condition: condition_of(col(row, 0)?)?,
+                host_type: col(row, 1)?,
+                machine: col(row, 2)?,
+                n: count_of(col(row, 3)?),
+            };
+            if total.admitted_by(filter) {
+                totals.push(total);
             }
         }
         Ok(totals)
     }
 }
 
+/// How many instances share a condition, host type and machine.
+struct Total {
+    condition: Condition,
+    host_type: Option<String>,
+    machine: Option<String>,
+    n: u64,
+}
+
+impl Total {
+    /// Whether `filter`'s statuses, conditions, host type and machine let these through.
+    fn admitted_by(&self, filter: &InstanceFilter) -> bool {
+        (filter.status.is_empty() || filter.status.contains(&self.condition.status()))
+            && (filter.condition.is_empty() || filter.condition.contains(&self.condition))
+            && filter
+                .host_type
+                .as_ref()
+                .map_or(true, |h| self.host_type.as_ref() == Some(h))
+            && filter
+                .machine
+                .as_ref()
+                .map_or(true, |m| self.machine.as_ref() == Some(m))
+    }
+}
+
 /// Pending count deltas past which a reader folds them into the totals.
 const FOLD_AFTER: i32 = 1_000;
 
-/// Whether `filter` narrows by status, condition and host type alone: then counts come from the
-/// maintained totals.
+/// Whether `filter` narrows by status, condition, host type and machine alone: then counts come
+/// from the maintained totals.
 fn by_totals(filter: &InstanceFilter) -> bool {
     InstanceFilter {
         status: Vec::new(),
         condition: Vec::new(),
         host_type: None,
+        machine: None,
         ..filter.clone()
     }
     .is_empty()
-}
-
-/// Whether `filter`'s statuses, conditions and host type let instances in `condition` of
-/// `host_type` through.
-fn admits(filter: &InstanceFilter, condition: Condition, host_type: Option<&str>) -> bool {
-    (filter.status.is_empty() || filter.status.contains(&condition.status()))
-        && (filter.condition.is_empty() || filter.condition.contains(&condition))
-        && filter
-            .host_type
-            .as_deref()
-            .map_or(true, |h| host_type == Some(h))
 }
 
 #[async_trait::async_trait]
@@ -437,7 +459,7 @@ impl QueryProvider for PgProvider {
     async fn count(&self, filter: &InstanceFilter) -> Result<u64, StoreError> {
         filter.validate()?;
         if by_totals(filter) {
-            return Ok(self.totals(filter).await?.iter().map(|(_, _, n)| n).sum());
+            return Ok(self.totals(filter).await?.iter().map(|t| t.n).sum());
         }
         let s = self.s();
         let mut sql = Sql::new(self.now());
@@ -465,20 +487,23 @@ impl QueryProvider for PgProvider {
         let conditions = filter_sql(&mut sql, filter, &s);
         let rows = match by {
             // From the totals: statuses summed over their conditions.
-            GroupBy::Status | GroupBy::Condition | GroupBy::HostType if by_totals(filter) => {
-                for (condition, host_type, n) in self.totals(filter).await? {
+            GroupBy::Status | GroupBy::Condition | GroupBy::HostType | GroupBy::Machine
+                if by_totals(filter) =>
+            {
+                for t in self.totals(filter).await? {
                     let key = match by {
-                        GroupBy::Status => Some(condition.status().name().to_owned()),
-                        GroupBy::Condition => Some(condition.name().to_owned()),
-                        _ => host_type,
+                        GroupBy::Status => Some(t.condition.status().name().to_owned()),
+                        GroupBy::Condition => Some(t.condition.name().to_owned()),
+                        GroupBy::HostType => t.host_type,
+                        _ => t.machine,
                     };
-                    *groups.entry(key).or_default() += n;
+                    *groups.entry(key).or_default() += t.n;
                 }
                 Vec::new()
             }
             // Exception names from the small index of suspended instances; the rest (no
             // exception) is the total less those, in the same statement.
-            GroupBy::Exception if by_totals(filter) => {
+            GroupBy::Exception if by_totals(filter) && filter.machine.is_none() => {
                 let mut named = conditions.clone();
                 named.push("i.suspended and i.exception_name is not null".into());
                 let mut total = Vec::new();

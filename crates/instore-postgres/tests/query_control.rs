@@ -231,7 +231,7 @@ async fn the_condition_column_mirrors_condition_of_for_every_combination() {
     check(expected.clone()).await;
     admin
         .query(
-            &format!("select * from \"{}\".instance_totals(0)", p.schema()),
+            &format!("select \"{}\".fold_instance_counts(0)", p.schema()),
             &[],
         )
         .await
@@ -521,4 +521,88 @@ async fn a_version_1_store_migrates_to_version_2_and_keeps_its_instances() {
         matches!(gone, Err(StoreError::InstanceNotFound { .. })),
         "{gone:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_by_machine_follow_the_live_lock_holder() {
+    let clock = ManualClock::starting_now();
+    let (p, _guard) = support::provider(clock.clone()).await;
+    let owner = |machine: &str, lease: u64| NewOwner {
+        lease: Duration::from_secs(lease),
+        ..new_owner(machine)
+    };
+    let writer = p.create_owner(owner("a", 600)).await.expect("owner").id;
+    let ids = [
+        create(&p, writer).await,
+        create(&p, writer).await,
+        create(&p, writer).await,
+    ];
+    let lock = |o: OwnerId, id: InstanceId| {
+        let p = p.clone();
+        async move {
+            p.load(
+                o,
+                LoadRequest {
+                    target: LoadTarget::Id {
+                        instance: id,
+                        accept_uninitialized: false,
+                    },
+                    held_version: None,
+                    busy: Vec::new(),
+                    guards: LoadGuards::default(),
+                },
+            )
+            .await
+            .expect("lock")
+        }
+    };
+    // A live owner on b holds the first; an owner on c whose lease ends holds the second; a
+    // live owner on a holds the third.
+    let on_b = p.create_owner(owner("b", 600)).await.expect("owner").id;
+    let on_c = p.create_owner(owner("c", 10)).await.expect("owner").id;
+    let on_a = p.create_owner(owner("a", 600)).await.expect("owner").id;
+    lock(on_b, ids[0]).await;
+    lock(on_c, ids[1]).await;
+    lock(on_a, ids[2]).await;
+    clock.advance(Duration::from_secs(20));
+
+    let counted_rows = InstanceFilter {
+        created_after: Some(instore::Timestamp::from_micros(0)),
+        ..InstanceFilter::all()
+    };
+    let want = vec![
+        GroupCount {
+            key: Some("a".into()),
+            count: 2,
+        },
+        GroupCount {
+            key: Some("b".into()),
+            count: 1,
+        },
+    ];
+    for filter in [InstanceFilter::all(), counted_rows] {
+        let groups = p
+            .group_count(&filter, GroupBy::Machine)
+            .await
+            .expect("group");
+        assert_eq!(groups, want, "{filter:?}");
+        for (machine, n) in [("a", 2), ("b", 1), ("c", 0)] {
+            let on = InstanceFilter {
+                machine: Some(machine.into()),
+                ..filter.clone()
+            };
+            assert_eq!(
+                p.count(&on).await.expect("count"),
+                n,
+                "{machine} {filter:?}"
+            );
+            assert_eq!(all(&p, &on).await.len() as u64, n, "{machine} {filter:?}");
+            let by_status = p.group_count(&on, GroupBy::Status).await.expect("group");
+            assert_eq!(
+                by_status.iter().map(|g| g.count).sum::<u64>(),
+                n,
+                "{machine} {filter:?}"
+            );
+        }
+    }
 }

@@ -142,7 +142,7 @@ async fn query_latency_at_volume() {
         admin.batch_execute(&fill_sql(&s, n)).await.expect("fill");
         // The fill's count deltas folded into the totals, as readers do as they go.
         admin
-            .batch_execute(&format!("select * from {s}.instance_totals(0)"))
+            .batch_execute(&format!("select {s}.fold_instance_counts(0)"))
             .await
             .expect("fold the count deltas");
         admin

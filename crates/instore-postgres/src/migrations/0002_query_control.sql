@@ -42,37 +42,41 @@ create index instances_exception on {{s}}.instances (exception_name, created_at 
 -- Retention: completed instances, least recently changed first.
 create index instances_purge on {{s}}.instances (updated_at, id) where state = 3;
 
--- How many instances there are per condition and host type, without counting rows:
--- `instance_counts` holds the totals, and every change of an instance's condition or host type
+-- How many instances there are per condition, host type and last writer's machine, without
+-- counting rows: `instance_counts` holds the totals, and every change of one of the three
 -- (creation, a save or lock that changes one, deletion) appends delta rows in the same
 -- transaction. Appending takes no lock another writer could wait on (a total updated in place
--- would serialise every host's saves, and could deadlock them); `instance_totals` adds the
--- deltas up and, once they are many, folds them into the totals (one reader at a time).
+-- would serialise every host's saves, and could deadlock them). Readers add totals and deltas
+-- up (`instance_totals_now`), and fold the deltas into the totals once they are many
+-- (`fold_instance_counts`, one reader at a time).
 create table {{s}}.instance_counts (
     condition smallint not null,
     host_type text,
+    updated_by text,
     n bigint not null
 );
-create unique index instance_counts_key on {{s}}.instance_counts (condition, host_type)
+create unique index instance_counts_key on {{s}}.instance_counts (condition, host_type, updated_by)
     nulls not distinct;
 create table {{s}}.instance_count_deltas (
     condition smallint not null,
     host_type text,
+    updated_by text,
     delta int not null
 );
-insert into {{s}}.instance_counts (condition, host_type, n)
-select condition, host_type, count(*) from {{s}}.instances group by condition, host_type;
+insert into {{s}}.instance_counts (condition, host_type, updated_by, n)
+select condition, host_type, updated_by, count(*) from {{s}}.instances
+group by condition, host_type, updated_by;
 
 create function {{s}}.count_instance() returns trigger
 language plpgsql as $$
 begin
     if tg_op in ('UPDATE', 'DELETE') then
-        insert into {{s}}.instance_count_deltas (condition, host_type, delta)
-        values (old.condition, old.host_type, -1);
+        insert into {{s}}.instance_count_deltas (condition, host_type, updated_by, delta)
+        values (old.condition, old.host_type, old.updated_by, -1);
     end if;
     if tg_op in ('UPDATE', 'INSERT') then
-        insert into {{s}}.instance_count_deltas (condition, host_type, delta)
-        values (new.condition, new.host_type, 1);
+        insert into {{s}}.instance_count_deltas (condition, host_type, updated_by, delta)
+        values (new.condition, new.host_type, new.updated_by, 1);
     end if;
     return null;
 end
@@ -82,43 +86,75 @@ create trigger instances_count_insert after insert on {{s}}.instances
 create trigger instances_count_update after update on {{s}}.instances
     for each row
     when (old.condition is distinct from new.condition
-          or old.host_type is distinct from new.host_type)
+          or old.host_type is distinct from new.host_type
+          or old.updated_by is distinct from new.updated_by)
     execute function {{s}}.count_instance();
 create trigger instances_count_delete after delete on {{s}}.instances
     for each row execute function {{s}}.count_instance();
 
--- The number of instances per condition and host type (groups of none left out), as of the
--- reading statement's snapshot.
+-- The totals as of the reading statement's snapshot (groups of none left out).
 create view {{s}}.instance_totals_now as
-select t.condition, t.host_type, sum(t.n)::bigint as n from (
-    select c.condition, c.host_type, c.n from {{s}}.instance_counts c
+select t.condition, t.host_type, t.updated_by, sum(t.n)::bigint as n from (
+    select c.condition, c.host_type, c.updated_by, c.n from {{s}}.instance_counts c
     union all
-    select d.condition, d.host_type, d.delta::bigint from {{s}}.instance_count_deltas d
+    select d.condition, d.host_type, d.updated_by, d.delta::bigint
+    from {{s}}.instance_count_deltas d
 ) t
-group by t.condition, t.host_type
+group by t.condition, t.host_type, t.updated_by
 having sum(t.n) <> 0;
 
--- The same, and with
--- `p_fold_after` deltas or more pending, folds them into the totals first, unless another call
--- is folding right now.
-create function {{s}}.instance_totals(p_fold_after int)
-returns table (condition smallint, host_type text, n bigint)
+-- With `p_fold_after` deltas or more pending, folds them into the totals, unless another call is
+-- folding right now. Whether it folded. (Called within a reading statement, whose snapshot does
+-- not see the fold: the statement reads the totals as they were, the next one as they are.)
+create function {{s}}.fold_instance_counts(p_fold_after int) returns boolean
 language plpgsql as $$
-#variable_conflict use_column
 begin
     if (select count(*) from (select 1 from {{s}}.instance_count_deltas
-                              limit greatest(p_fold_after, 1)) d) >= p_fold_after
-       and pg_try_advisory_xact_lock(hashtext({{channel}} || ' instance counts')) then
-        with folded as (
-            delete from {{s}}.instance_count_deltas returning condition, host_type, delta
-        )
-        insert into {{s}}.instance_counts as c (condition, host_type, n)
-        select f.condition, f.host_type, sum(f.delta) from folded f
-        group by f.condition, f.host_type
-        on conflict (condition, host_type) do update set n = c.n + excluded.n;
-        delete from {{s}}.instance_counts c where c.n = 0;
+                              limit greatest(p_fold_after, 1)) d) < p_fold_after
+       or not pg_try_advisory_xact_lock(hashtext({{channel}} || ' instance counts')) then
+        return false;
     end if;
-    return query select t.condition, t.host_type, t.n from {{s}}.instance_totals_now t;
+    with folded as (
+        delete from {{s}}.instance_count_deltas
+        returning condition, host_type, updated_by, delta
+    )
+    insert into {{s}}.instance_counts as c (condition, host_type, updated_by, n)
+    select f.condition, f.host_type, f.updated_by, sum(f.delta) from folded f
+    group by f.condition, f.host_type, f.updated_by
+    on conflict (condition, host_type, updated_by) do update set n = c.n + excluded.n;
+    delete from {{s}}.instance_counts c where c.n = 0;
+    return true;
+end
+$$;
+
+-- The number of instances per condition, host type and machine (`InstanceInfo::machine`: the
+-- live lock holder's, else the last writer's) at `p_now`: the totals by last writer, with the
+-- instances a live owner on another machine holds moved to that machine. Folds first if due.
+create function {{s}}.instance_totals(p_fold_after int, p_now bigint)
+returns table (condition smallint, host_type text, machine text, n bigint)
+language plpgsql as $$
+#variable_conflict use_column
+declare
+    v_now bigint := {{s}}.now_us(p_now);
+begin
+    perform {{s}}.fold_instance_counts(p_fold_after);
+    return query
+    with moved as (
+        select i.condition, i.host_type, i.updated_by as from_machine, o.machine as to_machine
+        from {{s}}.instances i join {{s}}.owners o on o.id = i.lock_owner
+        where i.lock_owner is not null and o.lease_expires_at > v_now
+          and o.machine is distinct from i.updated_by
+    )
+    select x.condition, x.host_type, x.machine, sum(x.n)::bigint from (
+        select t.condition, t.host_type, t.updated_by as machine, t.n
+        from {{s}}.instance_totals_now t
+        union all
+        select m.condition, m.host_type, m.from_machine, -1::bigint from moved m
+        union all
+        select m.condition, m.host_type, m.to_machine, 1::bigint from moved m
+    ) x
+    group by x.condition, x.host_type, x.machine
+    having sum(x.n) <> 0;
 end
 $$;
 
