@@ -512,7 +512,9 @@ pub enum BlockedOn {
         /// Since when it holds the lock.
         since: Option<Timestamp>,
     },
-    /// The owner holding the lock is dead (its lease ended); a host of its type will recover it.
+    /// The owner holding the lock is dead (its lease ended). A live host of its type recovers it
+    /// if it is initialized; any load takes it over (an uninitialized one is never recovered by
+    /// itself, SPEC §8).
     HeldByDeadOwner {
         /// The dead owner.
         owner: OwnerId,
