@@ -329,14 +329,27 @@ impl PgProvider {
     /// How many instances there are per condition, host type and machine, from the maintained
     /// totals (no instance rows counted but those a live owner on another machine holds), narrowed
     /// by `filter`'s statuses, conditions, host type and machine.
-    async fn totals(&self, filter: &InstanceFilter) -> Result<Vec<Total>, StoreError> {
+    /// `by_machine`: whether the machine is needed (else it is `None`, and no row is read).
+    async fn totals(
+        &self,
+        filter: &InstanceFilter,
+        by_machine: bool,
+    ) -> Result<Vec<Total>, StoreError> {
         let text = format!(
-            "select condition, host_type, machine, n from {}.instance_totals($1, $2)",
+            "select condition, host_type, machine, n from {}.instance_totals($1, $2, $3)",
             self.s()
         );
         let now = self.now();
+        let by_machine = by_machine || filter.machine.is_some();
         let rows = self
-            .rows(&text, &[(&FOLD_AFTER, Type::INT4), (&now, Type::INT8)])
+            .rows(
+                &text,
+                &[
+                    (&FOLD_AFTER, Type::INT4),
+                    (&now, Type::INT8),
+                    (&by_machine, Type::BOOL),
+                ],
+            )
             .await?;
         let mut totals = Vec::new();
         for row in &rows {
@@ -459,7 +472,7 @@ impl QueryProvider for PgProvider {
     async fn count(&self, filter: &InstanceFilter) -> Result<u64, StoreError> {
         filter.validate()?;
         if by_totals(filter) {
-            return Ok(self.totals(filter).await?.iter().map(|t| t.n).sum());
+            return Ok(self.totals(filter, false).await?.iter().map(|t| t.n).sum());
         }
         let s = self.s();
         let mut sql = Sql::new(self.now());
@@ -490,7 +503,7 @@ impl QueryProvider for PgProvider {
             GroupBy::Status | GroupBy::Condition | GroupBy::HostType | GroupBy::Machine
                 if by_totals(filter) =>
             {
-                for t in self.totals(filter).await? {
+                for t in self.totals(filter, by == GroupBy::Machine).await? {
                     let key = match by {
                         GroupBy::Status => Some(t.condition.status().name().to_owned()),
                         GroupBy::Condition => Some(t.condition.name().to_owned()),

@@ -127,10 +127,11 @@ begin
 end
 $$;
 
--- The number of instances per condition, host type and machine (`InstanceInfo::machine`: the
--- live lock holder's, else the last writer's) at `p_now`: the totals by last writer, with the
--- instances a live owner on another machine holds moved to that machine. Folds first if due.
-create function {{s}}.instance_totals(p_fold_after int, p_now bigint)
+-- The number of instances per condition, host type and — with `p_by_machine` — machine
+-- (`InstanceInfo::machine`: the live lock holder's, else the last writer's) at `p_now`: the
+-- totals by last writer, with the instances a live owner on another machine holds moved to that
+-- machine (those rows are read). Without `p_by_machine` the machine is null. Folds first if due.
+create function {{s}}.instance_totals(p_fold_after int, p_now bigint, p_by_machine boolean)
 returns table (condition smallint, host_type text, machine text, n bigint)
 language plpgsql as $$
 #variable_conflict use_column
@@ -138,6 +139,13 @@ declare
     v_now bigint := {{s}}.now_us(p_now);
 begin
     perform {{s}}.fold_instance_counts(p_fold_after);
+    if not p_by_machine then
+        return query
+        select t.condition, t.host_type, null::text, sum(t.n)::bigint
+        from {{s}}.instance_totals_now t
+        group by t.condition, t.host_type;
+        return;
+    end if;
     return query
     with moved as (
         select i.condition, i.host_type, i.updated_by as from_machine, o.machine as to_machine
