@@ -608,7 +608,8 @@ impl Db {
                 &format!(
                     "select i.id::text, i.state, i.lock_owner::text, i.lock_version, \
                      i.timer - now_us.t, i.ready_at - now_us.t, \
-                     o.lease_expires_at - now_us.t \
+                     o.lease_expires_at - now_us.t, i.updated_at - now_us.t, \
+                     i.locked_since - now_us.t \
                      from \"{s}\".instances i \
                      left join \"{s}\".owners o on o.id = i.lock_owner, \
                      (select (extract(epoch from clock_timestamp()) * 1000000)::bigint as t) now_us \
@@ -621,15 +622,17 @@ impl Db {
         rows.iter()
             .map(|r| {
                 format!(
-                    "  {} state {} lock_owner {:?} (lease ends in {:?} µs) lock_version {} \
-                     timer in {:?} µs ready_at in {:?} µs",
+                    "  {} state {} lock_owner {:?} (lease ends in {:?} µs, locked since {:?} µs) \
+                     lock_version {} timer in {:?} µs ready_at in {:?} µs, saved {:?} µs",
                     r.get::<_, String>(0),
                     r.get::<_, i16>(1),
                     r.get::<_, Option<String>>(2),
                     r.get::<_, Option<i64>>(6),
+                    r.get::<_, Option<i64>>(8),
                     r.get::<_, i64>(3),
                     r.get::<_, Option<i64>>(4),
                     r.get::<_, Option<i64>>(5),
+                    r.get::<_, i64>(7),
                 )
             })
             .collect::<Vec<_>>()

@@ -41,10 +41,6 @@ create index instances_exception on {{s}}.instances (exception_name, created_at 
     where suspended;
 -- Retention: completed instances, least recently changed first.
 create index instances_purge on {{s}}.instances (updated_at, id) where state = 3;
--- Held instances, with what counts by machine need of them (index-only).
-drop index {{s}}.instances_locked;
-create index instances_locked on {{s}}.instances (lock_owner)
-    include (condition, host_type, updated_by) where lock_owner is not null;
 
 -- How many instances there are per condition, host type and last writer's machine, without
 -- counting rows: `instance_counts` holds the totals, and every change of one of the three
