@@ -282,8 +282,9 @@ pub trait ControlProvider: fmt::Debug + Send + Sync + 'static {
     /// Takes up to `settings.batch_size` commands, oldest first, that are neither locked nor
     /// already read by another reader with a live lock, and locks each for `settings.lock_time`
     /// (rule 5). A command whose lock expired counts a failed attempt (code `lock_expired`) first; if
-    /// that was its last allowed attempt it is given up (removed, error-log entry written with
-    /// `machine`) instead of returned.
+    /// that was its last allowed attempt it is given up (removed; the error-log entry names the
+    /// machine of the reader whose lock expired) instead of returned. `machine` is this reader's,
+    /// recorded with the locks it takes.
     async fn read_batch(
         &self,
         settings: &QueueSettings,
