@@ -221,7 +221,7 @@ const INFO_COLUMNS: &str = "i.id, i.state, i.status, i.created_at, i.updated_at,
     q.command, q.reason, q.attempts, q.enqueued_at, \
     case when q.lock_id is not null then q.locked_until end, \
     e.command, e.reason, e.code, e.message, e.last_attempt_at, e.machine, e.attempts, \
-    pr.names, pr.vals, ks.ids, ks.states, i.host_alive, i.now";
+    pr.names, pr.vals, ks.ids, ks.states, i.host_alive, i.now, q.last_error";
 
 /// An instance from a row of the page query, finished at the row's instant.
 fn info_of(row: &Row) -> Result<InstanceInfo, StoreError> {
@@ -249,6 +249,7 @@ fn info_of(row: &Row) -> Result<InstanceInfo, StoreError> {
             attempts: attempts_of(col(row, 21)?),
             enqueued_at: Timestamp::from_micros(col(row, 22)?),
             locked_until: col::<Option<i64>>(row, 23)?.map(Timestamp::from_micros),
+            last_error: col(row, 37)?,
         }),
         None => None,
     };

@@ -541,7 +541,7 @@ pub(crate) fn infos(
         conn,
         |list| {
             format!(
-                "select instance, command, reason, attempts, enqueued_at, locked_until from control_queue \
+                "select instance, command, reason, attempts, enqueued_at, locked_until, last_error from control_queue \
                  where instance in {list}"
             )
         },
@@ -554,16 +554,18 @@ pub(crate) fn infos(
                 r.get::<_, i64>(3)?,
                 r.get::<_, i64>(4)?,
                 r.get::<_, Option<i64>>(5)?,
+                r.get::<_, Option<String>>(6)?,
             ))
         },
     )?;
-    for (instance, command, reason, attempts, enqueued_at, locked_until) in queued {
+    for (instance, command, reason, attempts, enqueued_at, locked_until, last_error) in queued {
         if let Some(info) = by_id.get_mut(&InstanceId::from_uuid(uuid(&instance)?)) {
             info.pending_command = Some(PendingCommand {
                 command: ControlCommand::from_code(command, reason)?,
                 attempts: count_u32(attempts),
                 enqueued_at: Timestamp::from_micros(enqueued_at),
                 locked_until: locked_until.map(Timestamp::from_micros),
+                last_error,
             });
         }
     }

@@ -481,6 +481,8 @@ pub struct PendingCommand {
     pub enqueued_at: Timestamp,
     /// While a reader holds it: until when.
     pub locked_until: Option<Timestamp>,
+    /// The last failure's message while it waits for a retry.
+    pub last_error: Option<String>,
 }
 
 /// Why an instance is not moving (SPEC §12 ▲ `blocked_on`). Judged by [`BlockedOn::judge`].
@@ -644,7 +646,9 @@ impl BlockedOn {
             return None;
         }
         let failing = match (&info.pending_command, &info.error) {
-            (Some(p), _) if p.attempts > 0 => Some((p.command.clone(), p.attempts, None)),
+            (Some(p), _) if p.attempts > 0 => {
+                Some((p.command.clone(), p.attempts, p.last_error.clone()))
+            }
             (None, Some(e)) => Some((e.command.clone(), e.attempts, Some(e.message.clone()))),
             _ => None,
         };

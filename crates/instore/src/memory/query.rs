@@ -130,6 +130,7 @@ impl Mem {
                 attempts: q.attempts,
                 enqueued_at: q.enqueued_at,
                 locked_until: q.locked_until,
+                last_error: q.last_error.clone(),
             }),
             error: self.errors.get(&id).cloned(),
             promoted: row.promoted.clone(),

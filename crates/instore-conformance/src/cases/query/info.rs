@@ -83,6 +83,7 @@ pub async fn instance_info_shows_every_field(env: &Env) {
         attempts: 0,
         enqueued_at: t1,
         locked_until: None,
+        last_error: None,
     };
     assert_eq!(got.pending_command, Some(want_pending));
     assert_eq!(got.error, None);
@@ -259,7 +260,7 @@ pub async fn blocked_on_a_failing_command_says_how_often_it_failed(env: &Env) {
     let want = BlockedOn::CommandFailing {
         command: ControlCommand::Resume,
         attempts: 1,
-        error: None,
+        error: Some("held".into()),
     };
     assert_eq!(info(env, retrying).await.blocked_on, Some(want));
 
