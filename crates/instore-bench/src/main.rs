@@ -3,7 +3,7 @@
 //! prints ops/s, p50/p99/max latency and the ratio to the baselines. See `docs/bench.md`.
 //!
 //! ```text
-//! instore-bench [--workload save|cycle|by-key|timers|takeover|all]
+//! instore-bench [--workload save|cycle|by-key|timers|takeover|control|query|all]
 //!               [--provider memory|sqlite|postgres|all] [--pg-url URL]
 //!               [--handles 1,16,64] [--seconds N | --ops N] [--runs 3] [--dir PATH] [--json]
 //! ```
@@ -26,6 +26,8 @@ use serde_json::json;
 use crate::driver::{Budget, Limit};
 use crate::providers::{Place, ProviderKind, POSTGRES_LINKED, SQLITE_LINKED};
 use crate::report::{Machine, Row};
+use crate::workloads::control::ControlSettings;
+use crate::workloads::query::{QueryOp, QuerySettings};
 use crate::workloads::takeover::{self, Crash, TakeoverSettings};
 use crate::workloads::{RunCtx, Subject, Workload};
 
@@ -55,6 +57,8 @@ enum WorkloadArg {
     ByKey,
     Timers,
     Takeover,
+    Control,
+    Query,
     All,
 }
 
@@ -138,6 +142,39 @@ struct Args {
     /// (memory always runs in-process).
     #[arg(long, value_enum, default_value = "process")]
     takeover_crash: Crash,
+    /// Commands of the control workload (half Suspend, half Resume on commands/2 instances).
+    #[arg(long, default_value_t = 10_000)]
+    control_commands: usize,
+    /// Concurrent enqueuers of the control workload.
+    #[arg(long, default_value_t = 16)]
+    control_enqueuers: usize,
+    /// Suspend commands enqueued per second in the control workload (0: all at once).
+    #[arg(long, default_value_t = 0.0)]
+    control_rate: f64,
+    /// Seconds the control workload may take before it is given up.
+    #[arg(long, default_value_t = 600.0)]
+    control_timeout: f64,
+    /// Instances in the query workload's store.
+    #[arg(long, default_value_t = 1_000_000)]
+    query_instances: usize,
+    /// Measured iterations of each read per run (query).
+    #[arg(long, default_value_t = 200)]
+    query_iterations: usize,
+    /// Unmeasured iterations of each read before them (query).
+    #[arg(long, default_value_t = 20)]
+    query_warmup: usize,
+    /// Concurrent handles filling the query store.
+    #[arg(long, default_value_t = 64)]
+    query_fill_handles: usize,
+    /// Days the query store's creation times are spread over.
+    #[arg(long, default_value_t = 30)]
+    query_days: u32,
+    /// Where the query workload keeps its SQLite store (default: target/instore-bench).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Fill the query store again even if a kept one matches.
+    #[arg(long)]
+    refill: bool,
     /// Keep the database files.
     #[arg(long)]
     keep: bool,
@@ -147,6 +184,18 @@ struct Args {
     /// Internal: host A's store (a SQLite file, or a PostgreSQL schema on --pg-url).
     #[arg(long, hide = true)]
     takeover_place: Option<String>,
+}
+
+/// Where the query workload keeps its SQLite store by default: the workspace's
+/// `target/instore-bench`.
+fn default_data_dir() -> PathBuf {
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .parent()
+        .and_then(std::path::Path::parent)
+        .unwrap_or(crate_dir)
+        .join("target")
+        .join("instore-bench")
 }
 
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
@@ -169,7 +218,13 @@ fn plan(args: &Args) -> Result<Plan, String> {
             WorkloadArg::ByKey => vec![Workload::ByKey],
             WorkloadArg::Timers => vec![Workload::Timers],
             WorkloadArg::Takeover => vec![Workload::Takeover],
-            WorkloadArg::All => Workload::ALL.to_vec(),
+            WorkloadArg::Control => vec![Workload::Control],
+            WorkloadArg::Query => vec![Workload::Query(QueryOp::PageSuspended)],
+            WorkloadArg::All => {
+                let mut all = Workload::ALL.to_vec();
+                all.push(Workload::Query(QueryOp::PageSuspended));
+                all
+            }
         })
         .collect();
     workloads.sort();
@@ -227,6 +282,20 @@ fn plan(args: &Args) -> Result<Plan, String> {
     if args.takeover_instances == 0 {
         return Err("--takeover-instances must be at least 1".to_owned());
     }
+    if args.control_commands < 2 || args.control_enqueuers == 0 {
+        return Err(
+            "--control-commands must be at least 2 and --control-enqueuers at least 1".to_owned(),
+        );
+    }
+    if !(args.control_rate >= 0.0 && args.control_rate.is_finite()) {
+        return Err("--control-rate must be 0 (all at once) or a positive rate".to_owned());
+    }
+    if args.query_instances == 0 || args.query_iterations == 0 || args.query_fill_handles == 0 {
+        return Err(
+            "--query-instances, --query-iterations and --query-fill-handles must be at least 1"
+                .to_owned(),
+        );
+    }
     Ok(Plan {
         workloads,
         providers,
@@ -282,6 +351,25 @@ async fn run(args: Args) -> Result<(), String> {
     }
     let plan = plan(&args)?;
     let takeover = takeover_settings(&args)?;
+    let control = ControlSettings {
+        commands: args.control_commands,
+        enqueuers: args.control_enqueuers,
+        rate: (args.control_rate > 0.0).then_some(args.control_rate),
+        timeout: seconds("control-timeout", args.control_timeout)?,
+    };
+    let query = QuerySettings {
+        instances: args.query_instances,
+        iterations: args.query_iterations,
+        warmup: args.query_warmup,
+        fill_handles: args.query_fill_handles,
+        days: args.query_days.max(1),
+        data_dir: args.data_dir.clone().unwrap_or_else(default_data_dir),
+        refill: args.refill,
+        sync: args.synchronous,
+        pg_url: args.pg_url.clone(),
+        runs: args.runs,
+        baselines: !args.no_baseline,
+    };
     let limit = match args.ops {
         Some(n) => Limit::Ops(n),
         None => Limit::Seconds(seconds("seconds", args.seconds.unwrap_or(3.0))?),
@@ -325,10 +413,41 @@ async fn run(args: Args) -> Result<(), String> {
         "takeover_instances": takeover.instances,
         "takeover_lease_s": takeover.lease.as_secs_f64(),
         "takeover_crash": format!("{:?}", takeover.crash),
+        "control_commands": control.commands,
+        "control_enqueuers": control.enqueuers,
+        "control_rate": control.rate,
+        "query_instances": query.instances,
+        "query_iterations": query.iterations,
+        "query_warmup": query.warmup,
+        "query_fill_handles": query.fill_handles,
+        "query_days": query.days,
+        "query_data_dir": query.data_dir.display().to_string(),
     });
 
     let mut rows: Vec<Row> = Vec::new();
+    let mut query_notes: Vec<String> = Vec::new();
     for &workload in &plan.workloads {
+        if let Workload::Query(_) = workload {
+            // The memory provider (the oracle) answers by scanning every instance: at a million
+            // that is slow, so `query` runs on it only when it is named.
+            let named_memory = args.provider.contains(&ProviderArg::Memory);
+            let kinds: Vec<ProviderKind> = plan
+                .providers
+                .iter()
+                .copied()
+                .filter(|&k| k != ProviderKind::Memory || named_memory)
+                .collect();
+            if kinds.len() < plan.providers.len() {
+                query_notes.push(
+                    "memory: not run (it scans every instance per read; name it with --provider memory to run it)"
+                        .to_owned(),
+                );
+            }
+            let results = workloads::query::run_all(&kinds, &query).await?;
+            rows.extend(results.rows);
+            query_notes.extend(results.notes);
+            continue;
+        }
         let mut subjects: Vec<Subject> = plan
             .providers
             .iter()
@@ -340,6 +459,7 @@ async fn run(args: Args) -> Result<(), String> {
         let handle_counts = match workload {
             Workload::Timers => vec![args.timer_loops.max(1)],
             Workload::Takeover => args.takeover_loops.clone(),
+            Workload::Control => vec![1],
             _ => args.handles.clone(),
         };
         for &handles in &handle_counts {
@@ -365,6 +485,7 @@ async fn run(args: Args) -> Result<(), String> {
                         tag: format!("{}-h{handles}-r{run}", workload.name()),
                         pg_url: args.pg_url.clone(),
                         takeover,
+                        control,
                     };
                     eprint!(
                         "{} on {} with {handles} handle(s), run {run}/{}… ",
@@ -391,8 +512,18 @@ async fn run(args: Args) -> Result<(), String> {
         }
     }
 
+    let (own, classic): (Vec<Row>, Vec<Row>) =
+        rows.into_iter().partition(|r| r.workload.has_own_table());
+    let (control_rows, query_rows): (Vec<Row>, Vec<Row>) = own
+        .into_iter()
+        .partition(|r| r.workload == Workload::Control);
     if args.json {
-        let doc = report::json(&rows, &machine, settings);
+        let mut settings = settings;
+        settings["query_stores"] = json!(query_notes);
+        let mut all = classic;
+        all.extend(control_rows);
+        all.extend(query_rows);
+        let doc = report::json(&all, &machine, settings);
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).map_err(|e| format!("writing JSON: {e}"))?
@@ -436,8 +567,32 @@ async fn run(args: Args) -> Result<(), String> {
         for s in &plan.skipped {
             println!("skipped provider: {s}");
         }
-        println!();
-        print!("{}", report::table(&rows));
+        if !classic.is_empty() {
+            println!();
+            print!("{}", report::table(&classic));
+        }
+        if !control_rows.is_empty() {
+            println!();
+            println!(
+                "control: {} commands ({} Suspend, then Resume as each Suspend is executed), {} enqueuers, {}; management service with default settings; latency = enqueue call start → the service's complete() returned",
+                control.commands,
+                control.commands / 2,
+                control.enqueuers,
+                control.rate.map_or_else(|| "Suspends all at once".to_owned(), |r| format!("{r} Suspends/s")),
+            );
+            print!("{}", report::control_table(&control_rows));
+        }
+        if !query_rows.is_empty() {
+            println!();
+            println!(
+                "query: {} instances, {} measured iterations per read and run after {} unmeasured, one read at a time",
+                query.instances, query.iterations, query.warmup
+            );
+            for n in &query_notes {
+                println!("  {n}");
+            }
+            print!("{}", report::query_table(&query_rows));
+        }
     }
     Ok(())
 }

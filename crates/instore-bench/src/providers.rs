@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use instore::{
-    InstanceStore, MemoryProvider, PersistenceProvider, SharedClock, StoreSettings, SystemClock,
+    InstanceStore, MemoryProvider, PersistenceProvider, Providers, SharedClock, StoreSettings,
+    SystemClock,
 };
 
 use crate::Synchronous;
@@ -136,6 +137,34 @@ impl Place {
         }
     }
 
+    /// All three sides (persistence, query, control) of a new provider on this place (the
+    /// shared one for memory). `clock`: the provider's clock instead of the system's (SQLite) or
+    /// the server's (PostgreSQL: pinned to it); memory keeps the clock it was made with.
+    /// `migrate`: bring an existing store of an older schema up to date.
+    pub async fn providers(
+        &self,
+        clock: Option<SharedClock>,
+        migrate: bool,
+    ) -> Result<Providers, String> {
+        match self {
+            Place::Memory(p) => Ok(Providers::of(p.clone())),
+            Place::Sqlite { path, sync } => {
+                open_sqlite_providers(
+                    path,
+                    *sync,
+                    clock.unwrap_or_else(|| Arc::new(SystemClock)),
+                    migrate,
+                )
+                .await
+            }
+            Place::Postgres {
+                url,
+                schema,
+                pool_size,
+            } => open_postgres_providers(url, schema, *pool_size, clock, migrate).await,
+        }
+    }
+
     /// A store with `settings` over a new provider on this place.
     pub async fn store(&self, settings: StoreSettings) -> Result<InstanceStore, String> {
         let provider = self.provider().await?;
@@ -162,18 +191,32 @@ pub async fn open_sqlite(
     sync: Synchronous,
     clock: SharedClock,
 ) -> Result<Arc<dyn PersistenceProvider>, String> {
+    Ok(open_sqlite_providers(path, sync, clock, false)
+        .await?
+        .persistence)
+}
+
+/// Opens the SQLite provider with the given durability, all three sides of it.
+#[cfg(feature = "sqlite")]
+pub async fn open_sqlite_providers(
+    path: &Path,
+    sync: Synchronous,
+    clock: SharedClock,
+    migrate: bool,
+) -> Result<Providers, String> {
     use instore_sqlite::{SqliteOptions, SqliteProvider};
     let options = SqliteOptions {
         synchronous: match sync {
             Synchronous::Full => instore_sqlite::Synchronous::Full,
             Synchronous::Normal => instore_sqlite::Synchronous::Normal,
         },
+        migrate,
         ..SqliteOptions::default()
     };
     let provider = SqliteProvider::open_with(path, options, clock)
         .await
         .map_err(|e| format!("opening sqlite provider at {}: {e}", path.display()))?;
-    Ok(provider)
+    Ok(Providers::of(provider))
 }
 
 /// Stand-in while the build does not link the SQLite provider.
@@ -184,10 +227,24 @@ pub async fn open_sqlite(
     clock: SharedClock,
 ) -> Result<Arc<dyn PersistenceProvider>, String> {
     let _ = (path, sync, clock);
-    Err("this instore-bench was built without the SQLite provider; \
-         build it with `--features sqlite`"
-        .to_owned())
+    Err(NO_SQLITE.to_owned())
 }
+
+/// Stand-in while the build does not link the SQLite provider.
+#[cfg(not(feature = "sqlite"))]
+pub async fn open_sqlite_providers(
+    path: &Path,
+    sync: Synchronous,
+    clock: SharedClock,
+    migrate: bool,
+) -> Result<Providers, String> {
+    let _ = (path, sync, clock, migrate);
+    Err(NO_SQLITE.to_owned())
+}
+
+#[cfg(not(feature = "sqlite"))]
+const NO_SQLITE: &str = "this instore-bench was built without the SQLite provider; \
+                         build it with `--features sqlite`";
 
 /// How long opening a PostgreSQL store may wait for a connection.
 #[cfg(feature = "postgres")]
@@ -201,14 +258,30 @@ pub async fn open_postgres(
     schema: &str,
     pool_size: usize,
 ) -> Result<Arc<dyn PersistenceProvider>, String> {
+    Ok(open_postgres_providers(url, schema, pool_size, None, false)
+        .await?
+        .persistence)
+}
+
+/// Opens the PostgreSQL provider on `schema` (created if missing), all three sides of it: on
+/// the server's clock, or pinned to `clock` (every call sends its instant).
+#[cfg(feature = "postgres")]
+pub async fn open_postgres_providers(
+    url: &str,
+    schema: &str,
+    pool_size: usize,
+    clock: Option<SharedClock>,
+    migrate: bool,
+) -> Result<Providers, String> {
     use instore_postgres::{PgClock, PgOptions, PgProvider};
     let options = PgOptions {
         schema: schema.to_owned(),
         pool_size,
         connect_timeout: PG_CONNECT_TIMEOUT,
-        ..PgOptions::default()
+        migrate,
     };
-    let provider = PgProvider::open_with(url, options, PgClock::Server)
+    let clock = clock.map_or(PgClock::Server, PgClock::Pinned);
+    let provider = PgProvider::open_with(url, options, clock)
         .await
         .map_err(|e| {
             format!(
@@ -216,7 +289,7 @@ pub async fn open_postgres(
                 redacted(url)
             )
         })?;
-    Ok(provider)
+    Ok(Providers::of(provider))
 }
 
 /// Drops a store's schema (`PgProvider::drop_store`, through a provider of one connection).
@@ -251,6 +324,19 @@ pub async fn open_postgres(
     pool_size: usize,
 ) -> Result<Arc<dyn PersistenceProvider>, String> {
     let _ = (url, schema, pool_size, Duration::ZERO);
+    Err(NO_POSTGRES.to_owned())
+}
+
+/// Stand-in while the build does not link the PostgreSQL provider.
+#[cfg(not(feature = "postgres"))]
+pub async fn open_postgres_providers(
+    url: &str,
+    schema: &str,
+    pool_size: usize,
+    clock: Option<SharedClock>,
+    migrate: bool,
+) -> Result<Providers, String> {
+    let _ = (url, schema, pool_size, clock, migrate);
     Err(NO_POSTGRES.to_owned())
 }
 

@@ -86,7 +86,7 @@ pub struct RawPg {
 }
 
 /// The server's message for a database error (the driver's own text is just "db error").
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!(
             "{} ({}): {}",
@@ -98,7 +98,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
     }
 }
 
-async fn connect(url: &str) -> Result<(Client, JoinHandle<()>), String> {
+pub(crate) async fn connect(url: &str) -> Result<(Client, JoinHandle<()>), String> {
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e| format!("--pg-url {}: {e}", redacted(url)))?;
@@ -194,7 +194,7 @@ struct SaveWorker {
 }
 
 /// Stops a connection's driver task when its worker goes.
-struct Dropping(JoinHandle<()>);
+pub(crate) struct Dropping(pub(crate) JoinHandle<()>);
 
 impl Drop for Dropping {
     fn drop(&mut self) {

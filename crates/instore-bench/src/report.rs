@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::baseline::RawMode;
 use crate::driver::Sample;
+use crate::providers::ProviderKind;
 use crate::workloads::{Subject, Workload};
 
 /// Every run of one workload × subject × handles.
@@ -108,10 +109,7 @@ impl Row {
         }
         let extras = self.extras();
         if !extras.is_empty() {
-            let medians: Vec<String> = extras
-                .iter()
-                .map(|(name, x)| format!("{name} {}", fmt_signed_latency(*x)))
-                .collect();
+            let medians: Vec<String> = extras.iter().map(|(name, x)| fmt_extra(name, *x)).collect();
             notes.push(format!("medians: {}", medians.join(", ")));
         }
         notes.join(" | ")
@@ -152,6 +150,14 @@ fn ratios(row: &Row, rows: &[Row]) -> Ratios {
             .map(|b| me.p50 as f64 / b.p50 as f64)
     });
     Ratios { ops, p50 }
+}
+
+/// An extra measurement for people: µs, or — its name ending in `‰` — a count in thousandths.
+fn fmt_extra(name: &str, x: i64) -> String {
+    match name.strip_suffix('‰') {
+        Some(name) => format!("{name} {:.1}", x as f64 / 1000.0),
+        None => format!("{name} {}", fmt_signed_latency(x)),
+    }
 }
 
 /// A latency in µs, for people.
@@ -205,7 +211,7 @@ pub fn table(rows: &[Row]) -> String {
             .map(|&i| format!("p50÷{}", P50_BASELINES[i])),
     );
     header.push("note".to_owned());
-    let mut cells: Vec<Vec<String>> = vec![header.clone()];
+    let mut lines = Vec::new();
     for (row, r) in rows.iter().zip(&ratios) {
         let s = row.summary();
         let mut line = vec![
@@ -222,9 +228,17 @@ pub fn table(rows: &[Row]) -> String {
         line.extend(ops_columns.iter().map(|&i| fmt_ratio(r.ops[i])));
         line.extend(p50_columns.iter().map(|&i| fmt_ratio(r.p50[i])));
         line.push(row.notes());
-        cells.push(line);
+        lines.push(line);
     }
-    let columns = header.len();
+    render(header, lines, 2)
+}
+
+/// Renders a table: the first `names` columns and the last (notes) left-aligned, the rest
+/// (numbers) right-aligned.
+fn render(header: Vec<String>, lines: Vec<Vec<String>>, names: usize) -> String {
+    let mut cells: Vec<Vec<String>> = vec![header];
+    cells.extend(lines);
+    let columns = cells[0].len();
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
             cells
@@ -239,8 +253,7 @@ pub fn table(rows: &[Row]) -> String {
         let mut text = String::new();
         for (c, cell) in line.iter().enumerate() {
             let pad = widths[c] - cell.chars().count();
-            // Names and notes left-aligned, numbers right-aligned.
-            if c < 2 || c == columns - 1 {
+            if c < names || c == columns - 1 {
                 text.push_str(cell);
                 if c != columns - 1 {
                     text.push_str(&" ".repeat(pad));
@@ -260,6 +273,157 @@ pub fn table(rows: &[Row]) -> String {
         }
     }
     out
+}
+
+/// The baseline on the same storage as `subject`, for `control` and `query`.
+fn own_baseline(subject: Subject) -> Option<&'static str> {
+    match subject {
+        Subject::Provider(ProviderKind::Sqlite) => Some("raw-sqlite"),
+        Subject::Provider(ProviderKind::Postgres) => Some("raw-pg"),
+        _ => None,
+    }
+}
+
+/// `row ÷ its own storage's baseline`: ops/s, p50, p99.
+#[derive(Debug, Clone, Copy, Default)]
+struct OwnRatios {
+    ops: Option<f64>,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+fn own_ratios(row: &Row, rows: &[Row]) -> OwnRatios {
+    let Some(name) = own_baseline(row.subject) else {
+        return OwnRatios::default();
+    };
+    let Some(b) = rows
+        .iter()
+        .find(|b| {
+            b.workload == row.workload && b.handles == row.handles && b.subject.name() == name
+        })
+        .map(Row::summary)
+    else {
+        return OwnRatios::default();
+    };
+    let me = row.summary();
+    let div = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    OwnRatios {
+        ops: me
+            .ops_per_sec
+            .zip(b.ops_per_sec.filter(|x| *x > 0.0))
+            .map(|(a, b)| a / b),
+        p50: div(me.p50, b.p50),
+        p99: div(me.p99, b.p99),
+    }
+}
+
+/// A row's target and whether the medians meet it (`control` and `query` on SQLite and
+/// PostgreSQL).
+pub fn target(row: &Row) -> Option<(String, bool)> {
+    let s = row.summary();
+    match (row.workload, row.subject) {
+        (Workload::Query(op), Subject::Provider(ProviderKind::Sqlite | ProviderKind::Postgres)) => {
+            op.target().map(|t| {
+                let limit = u64::try_from(t.as_micros()).unwrap_or(u64::MAX);
+                (format!("p99 ≤ {}", fmt_latency(limit)), s.p99 <= limit)
+            })
+        }
+        (Workload::Control, Subject::Provider(ProviderKind::Sqlite)) => {
+            let want = crate::workloads::control::SQLITE_TARGET;
+            Some((
+                format!("≥ {want:.0} commands/s"),
+                s.ops_per_sec.is_some_and(|x| x >= want),
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn verdict(t: Option<(String, bool)>) -> (String, String) {
+    match t {
+        Some((what, met)) => (what, if met { "met" } else { "MISSED" }.to_owned()),
+        None => ("-".to_owned(), "-".to_owned()),
+    }
+}
+
+/// The `query` table: one line per read and subject.
+pub fn query_table(rows: &[Row]) -> String {
+    let header: Vec<String> = [
+        "read", "subject", "n", "ops/s", "p50", "p99", "max", "p50÷raw", "p99÷raw", "target", "",
+        "note",
+    ]
+    .iter()
+    .map(|h| (*h).to_owned())
+    .collect();
+    let lines = rows
+        .iter()
+        .map(|row| {
+            let s = row.summary();
+            let r = own_ratios(row, rows);
+            let (what, met) = verdict(target(row));
+            let read = match row.workload {
+                Workload::Query(op) => op.name().to_owned(),
+                w => w.label(),
+            };
+            vec![
+                read,
+                row.subject.name().to_owned(),
+                s.ops.to_string(),
+                s.ops_per_sec
+                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}")),
+                fmt_latency(s.p50),
+                fmt_latency(s.p99),
+                fmt_latency(s.max),
+                fmt_ratio(r.p50),
+                fmt_ratio(r.p99),
+                what,
+                met,
+                row.notes(),
+            ]
+        })
+        .collect();
+    render(header, lines, 2)
+}
+
+/// The `control` table: one line per subject.
+pub fn control_table(rows: &[Row]) -> String {
+    let header: Vec<String> = [
+        "subject",
+        "commands",
+        "commands/s",
+        "p50",
+        "p99",
+        "max",
+        "cmd/s÷raw",
+        "target",
+        "",
+        "note",
+    ]
+    .iter()
+    .map(|h| (*h).to_owned())
+    .collect();
+    let lines = rows
+        .iter()
+        .map(|row| {
+            let s = row.summary();
+            let r = own_ratios(row, rows);
+            let (what, met) = verdict(target(row));
+            vec![
+                row.subject.name().to_owned(),
+                s.ops.to_string(),
+                s.ops_per_sec
+                    .map_or_else(|| "-".to_owned(), |x| format!("{x:.0}")),
+                fmt_latency(s.p50),
+                fmt_latency(s.p99),
+                fmt_latency(s.max),
+                fmt_ratio(r.ops),
+                what,
+                met,
+                row.notes(),
+            ]
+        })
+        .collect();
+    render(header, lines, 1)
 }
 
 /// The whole result as JSON: machine, settings, and per row the medians, ratios and every run.
@@ -285,8 +449,14 @@ pub fn json(rows: &[Row], machine: &Machine, settings: Value) -> Value {
                     })
                 })
                 .collect();
+            let own = own_ratios(row, rows);
+            let target = target(row);
             json!({
                 "workload": row.workload.name(),
+                "read": match row.workload {
+                    Workload::Query(op) => Some(op.key()),
+                    _ => None,
+                },
                 "subject": row.subject.name(),
                 "baseline": row.subject.is_baseline(),
                 "raw_batch_max": match row.subject {
@@ -304,6 +474,12 @@ pub fn json(rows: &[Row], machine: &Machine, settings: Value) -> Value {
                 "ops_per_sec_vs_raw_pg": r.ops[2],
                 "p50_vs_raw_txn": r.p50[0],
                 "p50_vs_raw_pg": r.p50[1],
+                "own_baseline": own_baseline(row.subject).filter(|_| row.workload.has_own_table()),
+                "ops_per_sec_vs_own_baseline": own.ops.filter(|_| row.workload.has_own_table()),
+                "p50_vs_own_baseline": own.p50.filter(|_| row.workload.has_own_table()),
+                "p99_vs_own_baseline": own.p99.filter(|_| row.workload.has_own_table()),
+                "target": target.as_ref().map(|(t, _)| t.clone()),
+                "target_met": target.as_ref().map(|(_, met)| *met),
                 "extras_us": extras_json(&row.extras()),
                 "runs": runs,
             })

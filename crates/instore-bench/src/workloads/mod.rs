@@ -2,7 +2,11 @@
 //! raw SQLite or PostgreSQL baseline, or a floor — on fresh storage and returns one [`Sample`].
 
 mod by_key;
+pub mod control;
 mod cycle;
+pub mod query;
+#[cfg(feature = "postgres")]
+mod query_pg;
 mod save;
 pub mod takeover;
 mod timers;
@@ -35,16 +39,22 @@ pub enum Workload {
     Timers,
     /// Time for host B to load the N instances of host A after A is killed.
     Takeover,
+    /// Enqueue Suspend then Resume commands; a management service executes them.
+    Control,
+    /// One read of the `query` workload on a store of a million instances.
+    Query(query::QueryOp),
 }
 
 impl Workload {
-    /// Every workload, in report order.
-    pub const ALL: [Workload; 5] = [
+    /// Every workload measured through the common loop (fresh storage per run), in report
+    /// order. `query` (its kept store, its own loop) is apart.
+    pub const ALL: [Workload; 6] = [
         Workload::Save,
         Workload::Cycle,
         Workload::ByKey,
         Workload::Timers,
         Workload::Takeover,
+        Workload::Control,
     ];
 
     /// Its name in the CLI and the table.
@@ -55,7 +65,22 @@ impl Workload {
             Workload::ByKey => "by-key",
             Workload::Timers => "timers",
             Workload::Takeover => "takeover",
+            Workload::Control => "control",
+            Workload::Query(_) => "query",
         }
+    }
+
+    /// The label of the row: the workload, and for `query` the read.
+    pub fn label(self) -> String {
+        match self {
+            Workload::Query(op) => format!("query: {}", op.name()),
+            w => w.name().to_owned(),
+        }
+    }
+
+    /// Whether it reports in a table of its own (`control`, `query`).
+    pub fn has_own_table(self) -> bool {
+        matches!(self, Workload::Control | Workload::Query(_))
     }
 
     /// The reference subjects it runs besides `providers`: the raw SQLite baselines with memory
@@ -69,6 +94,14 @@ impl Workload {
         match self {
             Workload::Timers => subjects.push(Subject::TimerFloor),
             Workload::Takeover => {}
+            Workload::Control | Workload::Query(_) => {
+                if providers.contains(&ProviderKind::Sqlite) {
+                    subjects.push(Subject::RawSqlite);
+                }
+                if postgres {
+                    subjects.push(Subject::RawPg);
+                }
+            }
             Workload::Save | Workload::Cycle | Workload::ByKey => {
                 if sqlite_side {
                     subjects.push(Subject::Raw(RawMode::PerTxn));
@@ -102,6 +135,8 @@ pub enum Subject {
     Raw(RawMode),
     /// The raw tokio-postgres baseline.
     RawPg,
+    /// The raw rusqlite baseline of `control` and `query` (reads, or a raw queue).
+    RawSqlite,
     /// For `timers`: plain tokio sleeps until each due time (the timer floor of this machine).
     TimerFloor,
 }
@@ -114,6 +149,7 @@ impl Subject {
             Subject::Raw(RawMode::PerTxn) => "raw-txn",
             Subject::Raw(RawMode::Batch(_)) => "raw-batch",
             Subject::RawPg => "raw-pg",
+            Subject::RawSqlite => "raw-sqlite",
             Subject::TimerFloor => "tokio-sleep",
         }
     }
@@ -149,6 +185,8 @@ pub struct RunCtx {
     pub pg_url: String,
     /// The `takeover` workload's settings.
     pub takeover: TakeoverSettings,
+    /// The `control` workload's settings.
+    pub control: control::ControlSettings,
 }
 
 impl RunCtx {
@@ -166,7 +204,8 @@ impl RunCtx {
     }
 }
 
-fn remove_db(path: &Path) {
+/// Removes a SQLite database file and its companions.
+pub fn remove_db(path: &Path) {
     for suffix in ["", "-wal", "-shm", "-journal"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
@@ -201,13 +240,17 @@ pub async fn run(
                 Workload::Save => save::raw(&raw, handles, ctx).await,
                 Workload::Cycle => cycle::raw(&raw, handles, ctx).await,
                 Workload::ByKey => by_key::raw(&raw, handles, ctx).await,
-                Workload::Timers | Workload::Takeover => {
+                Workload::Timers | Workload::Takeover | Workload::Control | Workload::Query(_) => {
                     Err(format!("{} has no raw baseline", workload.name()))
                 }
             };
             raw.close().await;
             result
         }
+        Subject::RawSqlite => match workload {
+            Workload::Control => control::raw_sqlite(&db, ctx.sync, ctx).await,
+            _ => Err(format!("{} has no raw-sqlite run here", workload.name())),
+        },
         Subject::RawPg => raw_pg(workload, handles, ctx).await,
         Subject::TimerFloor => timers::floor(ctx).await,
     };
@@ -225,13 +268,17 @@ async fn on_provider(
     if workload == Workload::Takeover {
         return takeover::provider(kind, place, handles, ctx).await;
     }
+    if workload == Workload::Control {
+        return control::provider(place, ctx).await;
+    }
     let store = place.store(StoreSettings::default()).await?;
     let result = match workload {
         Workload::Save => save::provider(&store, handles, ctx).await,
         Workload::Cycle => cycle::provider(&store, handles, ctx).await,
         Workload::ByKey => by_key::provider(&store, handles, ctx).await,
         Workload::Timers => timers::provider(&store, handles, ctx).await,
-        Workload::Takeover => Err("takeover opens its own stores".to_owned()),
+        Workload::Takeover | Workload::Control => Err("it opens its own stores".to_owned()),
+        Workload::Query(_) => Err("query runs in its own loop".to_owned()),
     };
     store.shutdown().await;
     drop(store);
@@ -241,6 +288,9 @@ async fn on_provider(
 #[cfg(feature = "postgres")]
 async fn raw_pg(workload: Workload, handles: usize, ctx: &RunCtx) -> Result<Sample, String> {
     use crate::raw_pg::{self, RawPg};
+    if workload == Workload::Control {
+        return control::raw_pg(ctx).await;
+    }
     let raw = RawPg::open(&ctx.pg_url).await?;
     let result = match workload {
         Workload::Save => raw_pg::save(&raw, handles, ctx).await,
