@@ -52,6 +52,7 @@ pub enum Command {
     Remove(instances::remove::Args),
     Purge(instances::purge::Args),
     Manage(service::manage::Args),
+    Serve(service::serve::Args),
     /// The control queue: commands waiting for the management service
     #[command(subcommand, visible_alias = "queue")]
     Commands(QueueCommand),

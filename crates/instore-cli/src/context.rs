@@ -32,6 +32,19 @@ impl Context {
     /// Opens the chosen store. A SQLite store whose file does not exist is not created here
     /// (a mistyped directory would otherwise grow an empty store): `instore store init` does.
     pub async fn open(&self) -> Result<OpenedStore, Failure> {
+        let store = self.existing_store()?;
+        Ok(instore_config::open(store).await?)
+    }
+
+    /// Opens the chosen store as [`Context::open`] does, first applying pending schema
+    /// migrations (long-running services: `serve`).
+    pub async fn open_migrating(&self) -> Result<OpenedStore, Failure> {
+        let store = self.existing_store()?;
+        Ok(instore_config::open_migrating(store).await?)
+    }
+
+    /// The chosen store's configuration, refusing a SQLite store whose file is missing.
+    fn existing_store(&self) -> Result<&StoreConfig, Failure> {
         let store = self.store_config()?;
         if let StoreKind::Sqlite { path } = store.kind() {
             if !path.exists() {
@@ -42,6 +55,6 @@ impl Context {
                 )));
             }
         }
-        Ok(instore_config::open(store).await?)
+        Ok(store)
     }
 }

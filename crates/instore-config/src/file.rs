@@ -23,6 +23,7 @@ struct RawFile {
     default: Option<Spanned<String>>,
     #[serde(default)]
     stores: BTreeMap<String, Spanned<RawStore>>,
+    server: Option<crate::server::RawServer>,
 }
 
 /// One `[stores.NAME]` table. Every key but `url` is optional (defaults: `StoreSettings`).
@@ -228,7 +229,7 @@ pub(crate) struct Source<'a> {
 
 impl Source<'_> {
     /// An error at `span`, naming `key`.
-    fn error(
+    pub(crate) fn error(
         &self,
         span: Range<usize>,
         key: impl Into<String>,
@@ -242,6 +243,11 @@ impl Source<'_> {
             key: key.into(),
             problem: problem.into(),
         }
+    }
+
+    /// 1-based line and column of a byte offset.
+    pub(crate) fn line_column(&self, offset: usize) -> (usize, usize) {
+        line_column(self.text, offset)
     }
 
     /// A parse or type error from the `toml` crate, with the key found from its span.
@@ -318,6 +324,7 @@ fn key_at(text: &str, offset: usize) -> String {
 pub(crate) struct Parsed {
     pub(crate) default: Option<String>,
     pub(crate) stores: BTreeMap<String, StoreConfig>,
+    pub(crate) server: crate::ServerConfig,
 }
 
 /// Parses and checks a whole file.
@@ -354,7 +361,15 @@ pub(crate) fn parse(source: &Source<'_>) -> Result<Parsed, ConfigError> {
         None if stores.contains_key(crate::DEFAULT_STORE) => Some(crate::DEFAULT_STORE.to_owned()),
         None => None,
     };
-    Ok(Parsed { default, stores })
+    let server = match raw.server {
+        Some(server) => crate::server::build(source, server)?,
+        None => crate::ServerConfig::default(),
+    };
+    Ok(Parsed {
+        default,
+        stores,
+        server,
+    })
 }
 
 fn build_store(

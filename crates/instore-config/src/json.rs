@@ -154,6 +154,7 @@ pub fn pending_command(p: &PendingCommand) -> Json {
         "attempts": p.attempts,
         "enqueued_at": timestamp(p.enqueued_at),
         "locked_until": opt_timestamp(p.locked_until),
+        "last_error": p.last_error,
     })
 }
 

@@ -25,6 +25,12 @@
 //!
 //! [stores.main.sqlite]
 //! synchronous = "full"             # off, normal, full, extra
+//!
+//! [server]                         # instore serve
+//! listen = "127.0.0.1:8080"
+//! [[server.tokens]]                # none: no auth, loopback addresses only
+//! token_env = "INSTORE_ADMIN_TOKEN"  # or token = "..." (at least 16 characters)
+//! role = "admin"                   # or "reader": queries only
 //! ```
 //!
 //! Opening a configured store:
@@ -55,6 +61,7 @@ pub mod instant;
 pub mod json;
 mod open;
 mod schema;
+mod server;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -66,6 +73,7 @@ use instore_sqlite::SqliteOptions;
 
 pub use open::{open, open_migrating, OpenedStore};
 pub use schema::{drop_store, init, migrate, SchemaOutcome, SchemaReport};
+pub use server::{ServerConfig, ServerRole, ServerToken, TokenSecret, MIN_TOKEN_LEN};
 
 /// The file tools look for in the working directory when given no `--config`.
 pub const CONFIG_FILE: &str = "instore.toml";
@@ -268,6 +276,7 @@ pub struct Config {
     origin: Origin,
     default: Option<String>,
     stores: BTreeMap<String, StoreConfig>,
+    server: ServerConfig,
 }
 
 impl Config {
@@ -295,6 +304,7 @@ impl Config {
             origin: Origin::File(path.to_path_buf()),
             default: parsed.default,
             stores: parsed.stores,
+            server: parsed.server,
         })
     }
 
@@ -313,6 +323,7 @@ impl Config {
             origin,
             default: Some(DEFAULT_STORE.to_owned()),
             stores: BTreeMap::from([(DEFAULT_STORE.to_owned(), store)]),
+            server: ServerConfig::default(),
         })
     }
 
@@ -346,6 +357,11 @@ impl Config {
     /// The default store's name, if the configuration has one.
     pub fn default_name(&self) -> Option<&str> {
         self.default.as_deref()
+    }
+
+    /// The `[server]` table: where `instore serve` listens and the tokens it accepts.
+    pub fn server(&self) -> &ServerConfig {
+        &self.server
     }
 
     /// Where the configuration came from.

@@ -30,6 +30,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Remove(a) => instances::remove::run(&ctx, a).await,
         Command::Purge(a) => instances::purge::run(&ctx, a).await,
         Command::Manage(a) => service::manage::run(&ctx, a).await,
+        Command::Serve(a) => service::serve::run(&ctx, a).await,
         Command::Commands(QueueCommand::List(a)) => queue::list::run(&ctx, a).await,
         Command::Errors(ErrorsCommand::List(a)) => errors::list::run(&ctx, a).await,
         Command::Owners(OwnersCommand::List(a)) => owners::list::run(&ctx, a).await,

@@ -68,11 +68,15 @@ impl Inner {
             _ => None,
         };
         let deadline = self.clock.now().plus(timeout);
+        let label = metric_label(&command);
+        let span = tracing::debug_span!("command", command = label, instance = ?binding.instance);
+        let started = std::time::Instant::now();
         let result = tokio::select! {
             biased;
-            r = self.run(shared, binding, command, deadline) => r,
+            r = tracing::Instrument::instrument(self.run(shared, binding, command, deadline), span) => r,
             _ = self.clock.sleep_until(deadline) => Err(StoreError::Timeout),
         };
+        record_metrics(label, started, &result);
         if matches!(result, Err(StoreError::Timeout)) {
             self.free_handle(shared);
             if let (Some(owner), Some(instance)) = (binding.owner, may_lock) {
@@ -223,6 +227,36 @@ impl Inner {
                 other => return other,
             }
         }
+    }
+}
+
+/// The `command` label of a command's metrics: its name, with every custom command as `Custom`
+/// (their names are the caller's and would grow the label set without bound).
+fn metric_label(command: &Command) -> &'static str {
+    match command {
+        Command::CreateOwner(_) => "CreateOwner",
+        Command::DeleteOwner => "DeleteOwner",
+        Command::Load(_) => "Load",
+        Command::LoadByKey(_) => "LoadByKey",
+        Command::Save(_) => "Save",
+        Command::TryLoadRunnable => "TryLoadRunnable",
+        Command::QueryActivatable => "QueryActivatable",
+        Command::Custom(_) => "Custom",
+    }
+}
+
+/// Records a command's latency and, if another owner held the lock, a lock conflict, through
+/// the `metrics` facade (a no-op unless the process installed a recorder, as `instore serve`
+/// does): `instore_command_duration_seconds{command}` and `instore_lock_conflicts_total{command}`.
+fn record_metrics(
+    label: &'static str,
+    started: std::time::Instant,
+    result: &Result<InstanceView, StoreError>,
+) {
+    metrics::histogram!("instore_command_duration_seconds", "command" => label)
+        .record(started.elapsed().as_secs_f64());
+    if matches!(result, Err(StoreError::InstanceLocked { .. })) {
+        metrics::counter!("instore_lock_conflicts_total", "command" => label).increment(1);
     }
 }
 

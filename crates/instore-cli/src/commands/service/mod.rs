@@ -1,3 +1,4 @@
-//! `instore manage`: run services against the store in the foreground.
+//! `instore manage` and `instore serve`: run services against the store in the foreground.
 
 pub mod manage;
+pub mod serve;
