@@ -231,8 +231,11 @@ impl HostBuilder {
             metadata.extend(owner_metadata(name));
         }
         let mut owners = HashMap::new();
-        let mut host_types: Vec<Option<String>> =
-            self.workflows.iter().map(|(h, _)| Some(h.clone())).collect();
+        let mut host_types: Vec<Option<String>> = self
+            .workflows
+            .iter()
+            .map(|(h, _)| Some(h.clone()))
+            .collect();
         host_types.push(None);
         for host_type in host_types {
             let mut owner_bag = metadata.clone();
@@ -311,7 +314,9 @@ impl HostInner {
 
     /// The owner of `host_type` (`None`: the owner without a host type).
     pub(crate) fn owner(&self, host_type: Option<&str>) -> Option<OwnerId> {
-        self.owners_map().get(&host_type.map(str::to_owned)).copied()
+        self.owners_map()
+            .get(&host_type.map(str::to_owned))
+            .copied()
     }
 
     /// Whether `owner` is one of this host's owners.
@@ -392,7 +397,12 @@ impl HostInner {
         }
     }
 
-    async fn drain(self: &Arc<Self>, host_type: &str, owner: OwnerId, shutdown: &CancellationToken) {
+    async fn drain(
+        self: &Arc<Self>,
+        host_type: &str,
+        owner: OwnerId,
+        shutdown: &CancellationToken,
+    ) {
         loop {
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => return,

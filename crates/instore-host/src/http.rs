@@ -28,7 +28,11 @@ async fn control(
     body: axum::body::Bytes,
 ) -> Response {
     let Ok(instance) = instance.parse::<InstanceId>() else {
-        return failure(StatusCode::BAD_REQUEST, "invalid", "the path names no instance id");
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "the path names no instance id",
+        );
     };
     let command: ControlCommand = match serde_json::from_slice(&body) {
         Ok(c) => c,

@@ -146,9 +146,7 @@ impl HostInner {
                         exception: None,
                     }
                 }
-                instore::ControlCommand::Terminate { reason } => {
-                    termination = Some(reason.clone())
-                }
+                instore::ControlCommand::Terminate { reason } => termination = Some(reason.clone()),
                 instore::ControlCommand::Cancel
                     if matches!(plan, Plan::Idle { .. }) && termination.is_none() =>
                 {
@@ -190,8 +188,13 @@ impl HostInner {
                     keys: Vec::new(),
                     ..context_of(&view)
                 };
-                let save =
-                    self.save_of(&view, cx, Plan::Faulted(fault), SuspendChange::Unchanged, None);
+                let save = self.save_of(
+                    &view,
+                    cx,
+                    Plan::Faulted(fault),
+                    SuspendChange::Unchanged,
+                    None,
+                );
                 self.store
                     .execute(&handle, save, self.timeout())
                     .await

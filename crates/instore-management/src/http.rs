@@ -87,6 +87,60 @@ impl HttpUrl {
     /// Sends `POST` with a JSON body and returns the response's status code. The caller bounds
     /// the time it takes.
     pub(crate) async fn post_json(&self, body: &[u8]) -> std::io::Result<u16> {
+        let mut stream = self.send_post(body).await?;
+        // Only the status line matters: read until its end (or the peer closes).
+        let mut response = Vec::with_capacity(256);
+        let mut buf = [0u8; 256];
+        while !response.contains(&b'\n') && response.len() < 8192 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+        }
+        parse_status(&response).ok_or_else(no_status_line)
+    }
+
+    /// Sends `POST` with a JSON body and returns the status code and the response body (read
+    /// until the server closes the connection, at most 64 KiB). The caller bounds the time.
+    pub(crate) async fn post_json_for_body(&self, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+        let mut stream = self.send_post(body).await?;
+        let mut response = Vec::with_capacity(512);
+        let mut buf = [0u8; 1024];
+        while response.len() < 64 * 1024 {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&buf[..n]);
+        }
+        let status = parse_status(&response).ok_or_else(no_status_line)?;
+        let body = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or_else(Vec::new, |i| response[i + 4..].to_vec());
+        Ok((status, body))
+    }
+
+    /// This URL with `segment` appended to its path.
+    pub(crate) fn join(&self, segment: &str) -> Self {
+        let (path, query) = match self.target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (self.target.as_str(), None),
+        };
+        let mut target = format!("{}/{segment}", path.trim_end_matches('/'));
+        if let Some(q) = query {
+            target.push('?');
+            target.push_str(q);
+        }
+        Self {
+            text: format!("http://{}{target}", self.authority),
+            target,
+            ..self.clone()
+        }
+    }
+
+    async fn send_post(&self, body: &[u8]) -> std::io::Result<TcpStream> {
         let mut stream = TcpStream::connect((self.host.as_str(), self.port)).await?;
         let head = format!(
             "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: instore-management\r\n\
@@ -98,23 +152,15 @@ impl HttpUrl {
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body).await?;
         stream.flush().await?;
-        // Only the status line matters: read until its end (or the peer closes).
-        let mut response = Vec::with_capacity(256);
-        let mut buf = [0u8; 256];
-        while !response.contains(&b'\n') && response.len() < 8192 {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            response.extend_from_slice(&buf[..n]);
-        }
-        parse_status(&response).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the server did not answer with an HTTP status line",
-            )
-        })
+        Ok(stream)
     }
+}
+
+fn no_status_line() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        "the server did not answer with an HTTP status line",
+    )
 }
 
 /// The status code of `HTTP/1.x NNN ...`.
@@ -169,6 +215,17 @@ mod tests {
             let e = HttpUrl::parse(url).unwrap_err();
             assert!(e.contains(says), "{url}: {e}");
         }
+    }
+
+    #[test]
+    fn joined_urls_append_a_path_segment() {
+        let u = HttpUrl::parse("http://h:1/control/?a=b").unwrap().join("x");
+        assert_eq!(
+            (u.target.as_str(), u.to_string().as_str()),
+            ("/control/x?a=b", "http://h:1/control/x?a=b")
+        );
+        let u = HttpUrl::parse("http://h").unwrap().join("x");
+        assert_eq!(u.target, "/x");
     }
 
     #[test]

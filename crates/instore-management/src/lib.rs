@@ -6,8 +6,8 @@
 //!
 //! - calls the instance's **control endpoint** when a live owner holds the instance and
 //!   registered one this service can reach ([`ControlEndpoint`], [`EndpointResolver`],
-//!   [`EndpointRegistry`] for hosts in the same process) — the host applies the command to the
-//!   running instance;
+//!   [`EndpointRegistry`] for hosts in the same process, [`HttpEndpointResolver`] for hosts
+//!   serving it over HTTP) — the host applies the command to the running instance;
 //! - otherwise executes it **at the store level** as its own instance owner: Suspend persists
 //!   the suspension, Resume clears it (runnable again), Terminate completes the instance with
 //!   status `Terminated`, Cancel records a cancellation request ([`CANCEL_REQUESTED`]) and makes
@@ -65,6 +65,7 @@ mod activation;
 mod endpoint;
 mod execution;
 mod http;
+mod http_endpoint;
 mod owner;
 mod retention;
 mod service;
@@ -77,6 +78,7 @@ pub use activation::{
 };
 pub use endpoint::{owner_metadata, ControlEndpoint, EndpointRegistry, EndpointResolver};
 pub use execution::{CANCEL_REQUESTED, TERMINATION_REASON};
+pub use http_endpoint::HttpEndpointResolver;
 pub use owner::ROLE;
 pub use service::{ManagementService, ManagementServiceBuilder, Nudge};
 pub use settings::ManagementSettings;
