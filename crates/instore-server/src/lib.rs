@@ -221,6 +221,7 @@ impl Server {
         store: InstanceStore,
         providers: Providers,
     ) -> ServerBuilder {
+        metrics::recorder();
         ServerBuilder {
             name: name.into(),
             providers,

@@ -36,6 +36,8 @@ pub struct Args {
 
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Failure> {
     init_logging();
+    // Before anything runs, so every command of this process is measured.
+    instore_server::recorder();
     let server_config = ctx.config.server();
     let tokens = instore_server::tokens_from_config(server_config)?;
     let listen = match (args.listen, server_config.listen) {
