@@ -263,6 +263,7 @@ pub struct PageParams {
 #[allow(dead_code)]
 pub struct GroupParams {
     /// The grouping.
+    #[param(inline)]
     by: GroupName,
 }
 
