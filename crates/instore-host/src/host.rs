@@ -513,7 +513,7 @@ impl Host {
                 (handle, view)
             }
             None => {
-                let id = start.id.unwrap_or_else(InstanceId::new);
+                let id = start.id.unwrap_or_default(); // a new random id
                 let handle = store.create_handle_for(Some(owner), Some(id));
                 let load = Load {
                     accept_uninitialized: true,

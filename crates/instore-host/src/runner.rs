@@ -306,7 +306,7 @@ impl HostInner {
 /// The context a view gives, for re-saving it.
 fn context_of(view: &InstanceView) -> Context {
     Context {
-        instance: view.instance.unwrap_or_else(instore::InstanceId::new),
+        instance: view.instance.unwrap_or_default(),
         host_type: view.host_type.clone().unwrap_or_default(),
         now: instore::Timestamp::from_micros(0),
         lock_version: view.lock_version.unwrap_or_default(),
