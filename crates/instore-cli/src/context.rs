@@ -43,6 +43,12 @@ impl Context {
         Ok(instore_config::open_migrating(store).await?)
     }
 
+    /// Opens the chosen store as [`Context::open_migrating`] does, creating it if it does not
+    /// exist (`serve --demo`: the README's first command works in a fresh checkout).
+    pub async fn open_creating(&self) -> Result<OpenedStore, Failure> {
+        Ok(instore_config::open_migrating(self.store_config()?).await?)
+    }
+
     /// The chosen store's configuration, refusing a SQLite store whose file is missing.
     fn existing_store(&self) -> Result<&StoreConfig, Failure> {
         let store = self.store_config()?;

@@ -8,6 +8,7 @@ use instore_management::EndpointRegistry;
 use instore_server::Server;
 use tokio_util::sync::CancellationToken;
 
+use super::demo;
 use crate::context::Context;
 use crate::failure::{chain, Failure};
 use crate::render;
@@ -24,6 +25,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
         [[server.tokens]] (roles reader and admin); without tokens only loopback addresses are \
         served. Applies pending schema migrations on start.",
     after_help = "Examples:\n  \
+        instore serve --demo                 # sample workflows on ./instore.db\n  \
         instore serve\n  \
         instore serve --listen 127.0.0.1:9000\n  \
         instore --store shared serve --listen 0.0.0.0:8080   # needs [[server.tokens]]"
@@ -32,6 +34,12 @@ pub struct Args {
     /// Address and port to listen on [default: [server] listen, else 127.0.0.1:8080; port 0 picks a free one]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
+
+    /// Also run demo hosts with sample order and invoice workflows (timers, bookmarks resumed
+    /// by key, some failing and suspended, some held for review), so the dashboard is alive at
+    /// once. They write demo instances into the store; use it on a scratch store
+    #[arg(long)]
+    pub demo: bool,
 }
 
 pub async fn run(ctx: &Context, args: Args) -> Result<(), Failure> {
@@ -49,15 +57,30 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Failure> {
     instore_server::check_listen(listen, !tokens.is_empty())
         .map_err(|e| Failure::usage(chain(&e)))?;
 
-    let opened = ctx.open_migrating().await?;
+    let opened = if args.demo {
+        ctx.open_creating().await?
+    } else {
+        ctx.open_migrating().await?
+    };
     let store = opened.store.clone();
     let (name, url) = (opened.name.clone(), opened.url.clone());
     // Hosts started in this process register their control endpoints here, so the management
     // service reaches them without HTTP.
     let registry = Arc::new(EndpointRegistry::new());
 
-    // HOOK(--demo): demo hosts start here, over `opened.store` / `opened.providers`, registering
-    // their control endpoints in `registry`, and stop after the server (see issue "serve --demo").
+    let demo = if args.demo {
+        let demo = demo::Demo::start(
+            store.clone(),
+            opened.providers.query.clone(),
+            opened.providers.control.clone(),
+            (*registry).clone(),
+        )
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot start the demo hosts: {}", chain(&e))))?;
+        Some(demo)
+    } else {
+        None
+    };
 
     let server = Server::builder(opened)
         .tokens(tokens)
@@ -94,6 +117,9 @@ pub async fn run(ctx: &Context, args: Args) -> Result<(), Failure> {
     let served = serving
         .await
         .map_err(|e| Failure::runtime(format!("the server failed: {e}")))?;
+    if let Some(demo) = demo {
+        demo.stop().await;
+    }
     store.shutdown().await;
     served.map_err(|e| Failure::runtime(chain(&e)))
 }
