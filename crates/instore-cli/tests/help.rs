@@ -16,6 +16,7 @@ const VERBS: &[&[&str]] = &[
     &["remove"],
     &["purge"],
     &["manage"],
+    &["serve"],
     &["commands", "list"],
     &["errors", "list"],
     &["owners", "list"],

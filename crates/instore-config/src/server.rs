@@ -175,13 +175,23 @@ pub(crate) fn build(source: &Source<'_>, raw: RawServer) -> Result<ServerConfig,
                         format!("is shorter than {MIN_TOKEN_LEN} characters; use a long random secret (e.g. from `openssl rand -hex 24`)"),
                     ));
                 }
-                (TokenSecret::Literal(s.get_ref().trim().to_owned()), at(s.span(), "token"))
+                (
+                    TokenSecret::Literal(s.get_ref().trim().to_owned()),
+                    at(s.span(), "token"),
+                )
             }
             (None, Some(v)) => {
                 if v.get_ref().trim().is_empty() {
-                    return Err(source.error(v.span(), key("token_env"), "is empty; name the environment variable holding the token"));
+                    return Err(source.error(
+                        v.span(),
+                        key("token_env"),
+                        "is empty; name the environment variable holding the token",
+                    ));
                 }
-                (TokenSecret::Env(v.get_ref().trim().to_owned()), at(v.span(), "token_env"))
+                (
+                    TokenSecret::Env(v.get_ref().trim().to_owned()),
+                    at(v.span(), "token_env"),
+                )
             }
             (Some(_), Some(v)) => {
                 return Err(source.error(

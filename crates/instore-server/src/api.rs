@@ -271,7 +271,11 @@ async fn remove_instance(
     ),
     security(("bearer" = []))
 )]
-async fn list_queue(State(state): Shared, _: Caller, RawQuery(raw): RawQuery) -> ApiResult<QueueDto> {
+async fn list_queue(
+    State(state): Shared,
+    _: Caller,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<QueueDto> {
     let params = Params::parse(raw.as_deref(), &["after", "max"], false)?;
     let max = listing_max(&params)?;
     let entries = state
@@ -312,7 +316,11 @@ async fn list_errors(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<ErrorLogDto> {
     let params = Params::parse(raw.as_deref(), &["max"], false)?;
-    let entries = state.providers.control.error_log(listing_max(&params)?).await?;
+    let entries = state
+        .providers
+        .control
+        .error_log(listing_max(&params)?)
+        .await?;
     Ok(Json(ErrorLogDto {
         items: entries.iter().map(ErrorEntryDto::from).collect(),
     }))

@@ -85,7 +85,11 @@ pub(crate) fn role_of(tokens: &[ApiToken], header: Option<&HeaderValue>) -> Resu
             let (scheme, rest) = h.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
-        .ok_or_else(|| unauthorized("the Authorization header is not 'Bearer <token>'; send the token that way"))?;
+        .ok_or_else(|| {
+            unauthorized(
+                "the Authorization header is not 'Bearer <token>'; send the token that way",
+            )
+        })?;
     tokens
         .iter()
         .find(|t| same(t.token.as_bytes(), presented.as_bytes()))
@@ -126,7 +130,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Role>()
             .copied()
             .map(Caller)
-            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "no credentials were checked for this route"))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "no credentials were checked for this route",
+                )
+            })
     }
 }
 

@@ -51,7 +51,11 @@ async fn style() -> Response {
 /// The page around `body`: navigation, the token panel, the confirmation dialog.
 fn layout(title: &str, page: &str, attrs: &str, body: &str) -> Html<String> {
     let nav = |href: &str, name: &str, label: &str| {
-        let current = if name == page { " aria-current=\"page\"" } else { "" };
+        let current = if name == page {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
         format!("<a href=\"{href}\" id=\"nav-{name}\"{current}>{label}</a>")
     };
     Html(format!(
@@ -118,7 +122,10 @@ fn input(id: &str, label: &str, placeholder: &str) -> String {
 }
 
 async fn instances_page() -> Html<String> {
-    let statuses: Vec<&str> = instore::InstanceStatus::ALL.iter().map(|s| s.name()).collect();
+    let statuses: Vec<&str> = instore::InstanceStatus::ALL
+        .iter()
+        .map(|s| s.name())
+        .collect();
     let conditions: Vec<&str> = instore::Condition::ALL.iter().map(|c| c.name()).collect();
     let body = format!(
         r#"<section id="overview">

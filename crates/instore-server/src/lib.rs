@@ -169,9 +169,10 @@ impl ServerBuilder {
             providers: self.providers,
             tokens: self.tokens,
             nudge: management.as_ref().map(ManagementService::nudge),
-            stats: management
-                .as_ref()
-                .map_or_else(|| Arc::new(ServiceStats::default()), ManagementService::stats),
+            stats: management.as_ref().map_or_else(
+                || Arc::new(ServiceStats::default()),
+                ManagementService::stats,
+            ),
             history: Mutex::new(VecDeque::new()),
             history_len: self.history_len,
         });
@@ -238,12 +239,9 @@ impl Server {
     /// The router: API, `/openapi.json`, `/metrics`, the dashboard; traced per request. Serve
     /// it yourself, or test it with `tower::ServiceExt::oneshot` (no socket needed).
     pub fn router(&self) -> Router {
-        let protected = api::routes()
-            .route("/metrics", get(metrics_text))
-            .layer(axum::middleware::from_fn_with_state(
-                self.state.clone(),
-                auth::authenticate,
-            ));
+        let protected = api::routes().route("/metrics", get(metrics_text)).layer(
+            axum::middleware::from_fn_with_state(self.state.clone(), auth::authenticate),
+        );
         Router::new()
             .merge(protected)
             .merge(dashboard::routes())

@@ -84,10 +84,7 @@ fn describe() {
         "instore_management_commands_total",
         "Control commands handled by this server's management service, by outcome"
     );
-    describe_gauge!(
-        "instore_instances",
-        "Instances in the store, by status"
-    );
+    describe_gauge!("instore_instances", "Instances in the store, by status");
 }
 
 fn age_seconds(now: Timestamp, since: Timestamp) -> f64 {
@@ -114,7 +111,8 @@ async fn sample(state: &AppState) -> Result<(), instore::StoreError> {
         ("failed", stats.failed),
         ("given_up", stats.given_up),
     ] {
-        metrics::counter!("instore_management_commands_total", "outcome" => outcome).absolute(value);
+        metrics::counter!("instore_management_commands_total", "outcome" => outcome)
+            .absolute(value);
     }
 
     let owners = state.providers.persistence.owners().await?;
@@ -141,7 +139,9 @@ async fn sample(state: &AppState) -> Result<(), instore::StoreError> {
         .await?;
     metrics::gauge!("instore_queue_depth").set(queued as f64);
     let head = state.providers.control.queued(None, 1).await?;
-    let oldest = head.first().map_or(0.0, |e| age_seconds(now, e.enqueued_at));
+    let oldest = head
+        .first()
+        .map_or(0.0, |e| age_seconds(now, e.enqueued_at));
     metrics::gauge!("instore_queue_oldest_age_seconds").set(oldest);
 
     // Host types: of owners, and of running instances (from the maintained totals).

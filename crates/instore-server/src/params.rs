@@ -45,8 +45,8 @@ impl Params {
         let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
             let name = name.replace('-', "_");
-            if !known.contains(&name.as_str()) && !(filters && FILTER_NAMES.contains(&name.as_str()))
-            {
+            let filter = filters && FILTER_NAMES.contains(&name.as_str());
+            if !(known.contains(&name.as_str()) || filter) {
                 let mut accepted: Vec<&str> = known.to_vec();
                 if filters {
                     accepted.extend_from_slice(FILTER_NAMES);
@@ -87,7 +87,11 @@ impl Params {
         }
     }
 
-    fn parsed<T>(&self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<Option<T>, ApiError> {
+    fn parsed<T>(
+        &self,
+        name: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ApiError> {
         self.one(name)?
             .map(|v| parse(v).map_err(|e| ApiError::bad_request(format!("{name}: {e}"))))
             .transpose()

@@ -67,22 +67,68 @@ async fn every_filter_narrows_the_query() {
         }
     };
     let s = f.suspended.to_string();
-    assert_eq!(ids("/api/v1/instances?status=Suspended").await, [s.clone()]);
-    assert_eq!(ids("/api/v1/instances?status=suspended").await, [s.clone()]);
-    assert_eq!(ids("/api/v1/instances?status=Suspended,Completed").await.len(), 2);
-    assert_eq!(ids("/api/v1/instances?status=Running&status=Completed").await.len(), 2);
-    assert_eq!(ids("/api/v1/instances?condition=Exception").await, [s.clone()]);
-    assert_eq!(ids("/api/v1/instances?exception=PaymentTimeout").await, [s.clone()]);
-    assert_eq!(ids(&format!("/api/v1/instances?id={s}")).await, [s.clone()]);
+    assert_eq!(
+        ids("/api/v1/instances?status=Suspended").await,
+        vec![s.clone()]
+    );
+    assert_eq!(
+        ids("/api/v1/instances?status=suspended").await,
+        vec![s.clone()]
+    );
+    assert_eq!(
+        ids("/api/v1/instances?status=Suspended,Completed")
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        ids("/api/v1/instances?status=Running&status=Completed")
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        ids("/api/v1/instances?condition=Exception").await,
+        vec![s.clone()]
+    );
+    assert_eq!(
+        ids("/api/v1/instances?exception=PaymentTimeout").await,
+        vec![s.clone()]
+    );
+    assert_eq!(
+        ids(&format!("/api/v1/instances?id={s}")).await,
+        vec![s.clone()]
+    );
     assert_eq!(ids("/api/v1/instances?host_type=orders").await.len(), 3);
     assert_eq!(ids("/api/v1/instances?host-type=nobody").await.len(), 0);
-    assert_eq!(ids("/api/v1/instances?created_after=1h%20ago").await.len(), 3);
-    assert_eq!(ids("/api/v1/instances?created_before=2000-01-01").await.len(), 0);
-    assert_eq!(ids("/api/v1/instances?modified_after=2000-01-01T00:00:00Z").await.len(), 3);
+    assert_eq!(
+        ids("/api/v1/instances?created_after=1h%20ago").await.len(),
+        3
+    );
+    assert_eq!(
+        ids("/api/v1/instances?created_before=2000-01-01")
+            .await
+            .len(),
+        0
+    );
+    assert_eq!(
+        ids("/api/v1/instances?modified_after=2000-01-01T00:00:00Z")
+            .await
+            .len(),
+        3
+    );
     assert_eq!(ids("/api/v1/instances?has_command=true").await.len(), 0);
     assert_eq!(ids("/api/v1/instances?has_error=false").await.len(), 3);
-    assert_eq!(ids("/api/v1/instances?status=").await.len(), 3, "empty = absent");
-    assert_eq!(ids("/api/v1/instances?where=step=2").await.len(), 0, "not promoted");
+    assert_eq!(
+        ids("/api/v1/instances?status=").await.len(),
+        3,
+        "empty = absent"
+    );
+    assert_eq!(
+        ids("/api/v1/instances?where=step=2").await.len(),
+        0,
+        "not promoted"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +138,9 @@ async fn pages_follow_the_cursor() {
     let first = get(&r, "/api/v1/instances?max=2").await.json();
     assert_eq!(first["items"].as_array().unwrap().len(), 2);
     let next = first["next"].as_str().unwrap();
-    let second = get(&r, &format!("/api/v1/instances?max=2&cursor={next}")).await.json();
+    let second = get(&r, &format!("/api/v1/instances?max=2&cursor={next}"))
+        .await
+        .json();
     assert_eq!(second["items"].as_array().unwrap().len(), 1);
     assert_eq!(second["items"][0]["id"], f.running.to_string());
     assert!(second["next"].is_null());
@@ -105,8 +153,14 @@ async fn bad_query_input_is_a_400_that_says_what_to_do() {
     for (uri, says) in [
         ("/api/v1/instances?status=Sleeping", "unknown status"),
         ("/api/v1/instances?condition=x", "unknown condition"),
-        ("/api/v1/instances?created_after=yesterday-ish", "not a date"),
-        ("/api/v1/instances?created_after=2026-01-02&created_before=2026-01-01", "earlier"),
+        (
+            "/api/v1/instances?created_after=yesterday-ish",
+            "not a date",
+        ),
+        (
+            "/api/v1/instances?created_after=2026-01-02&created_before=2026-01-01",
+            "earlier",
+        ),
         ("/api/v1/instances?id=42", "not a valid instance id"),
         ("/api/v1/instances?owner=x", "owner id"),
         ("/api/v1/instances?key=x", "key id"),
@@ -116,9 +170,15 @@ async fn bad_query_input_is_a_400_that_says_what_to_do() {
         ("/api/v1/instances?max=0", "out of range"),
         ("/api/v1/instances?max=1001", "out of range"),
         ("/api/v1/instances?max=lots", "whole number"),
-        ("/api/v1/instances?stauts=Running", "unknown query parameter 'stauts'"),
+        (
+            "/api/v1/instances?stauts=Running",
+            "unknown query parameter 'stauts'",
+        ),
         ("/api/v1/instances?machine=a&machine=b", "more than once"),
-        ("/api/v1/instances/count?cursor=abc", "unknown query parameter"),
+        (
+            "/api/v1/instances/count?cursor=abc",
+            "unknown query parameter",
+        ),
         ("/api/v1/instances/groups", "'by' is missing"),
         ("/api/v1/instances/groups?by=colour", "unknown grouping"),
         ("/api/v1/commands?max=0", "out of range"),
@@ -154,9 +214,14 @@ async fn one_instance_is_shown_by_id_and_unknown_ids_are_404() {
 async fn counts_and_group_counts_follow_the_filters() {
     let f = fixture().await;
     let r = f.router();
-    assert_eq!(get(&r, "/api/v1/instances/count").await.json(), json!({"count": 3}));
     assert_eq!(
-        get(&r, "/api/v1/instances/count?status=Running").await.json(),
+        get(&r, "/api/v1/instances/count").await.json(),
+        json!({"count": 3})
+    );
+    assert_eq!(
+        get(&r, "/api/v1/instances/count?status=Running")
+            .await
+            .json(),
         json!({"count": 1})
     );
     let g = get(&r, "/api/v1/instances/groups?by=status").await.json();
@@ -165,7 +230,9 @@ async fn counts_and_group_counts_follow_the_filters() {
         g["groups"],
         json!([{"key": "Completed", "count": 1}, {"key": "Running", "count": 1}, {"key": "Suspended", "count": 1}])
     );
-    let g = get(&r, "/api/v1/instances/groups?by=host-type&status=Running").await.json();
+    let g = get(&r, "/api/v1/instances/groups?by=host-type&status=Running")
+        .await
+        .json();
     assert_eq!(g["groups"], json!([{"key": "orders", "count": 1}]));
 }
 
@@ -174,22 +241,43 @@ async fn commands_are_enqueued_and_listed() {
     let f = fixture().await;
     let r = f.router();
     let uri = format!("/api/v1/instances/{}/commands", f.running);
-    let a = call(&r, Method::POST, &uri, None, Some(r#"{"command": "suspend", "reason": "audit"}"#)).await;
+    let a = call(
+        &r,
+        Method::POST,
+        &uri,
+        None,
+        Some(r#"{"command": "suspend", "reason": "audit"}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
     assert_eq!(
         a.json(),
         json!({"instance": f.running.to_string(), "command": {"type": "Suspend", "reason": "audit"}})
     );
     // Not yet taken: replaced.
-    let a = call(&r, Method::POST, &uri, None, Some(r#"{"command": "Cancel"}"#)).await;
+    let a = call(
+        &r,
+        Method::POST,
+        &uri,
+        None,
+        Some(r#"{"command": "Cancel"}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
     let q = get(&r, "/api/v1/commands").await.json();
     assert_eq!(q["items"].as_array().unwrap().len(), 1);
     assert_eq!(q["items"][0]["command"], json!({"type": "Cancel"}));
     assert_eq!(q["items"][0]["instance"], f.running.to_string());
-    let i = get(&r, &format!("/api/v1/instances/{}", f.running)).await.json();
+    let i = get(&r, &format!("/api/v1/instances/{}", f.running))
+        .await
+        .json();
     assert_eq!(i["pending_command"]["command"]["type"], "Cancel");
-    assert_eq!(get(&r, "/api/v1/instances/count?has_command=true").await.json()["count"], 1);
+    assert_eq!(
+        get(&r, "/api/v1/instances/count?has_command=true")
+            .await
+            .json()["count"],
+        1
+    );
 }
 
 #[tokio::test]
@@ -197,12 +285,30 @@ async fn enqueue_conflicts_and_missing_instances_say_so() {
     let f = fixture().await;
     let r = f.router();
     let unknown = instore::InstanceId::new();
-    let a = call(&r, Method::POST, &format!("/api/v1/instances/{unknown}/commands"), None, Some(r#"{"command":"resume"}"#)).await;
+    let a = call(
+        &r,
+        Method::POST,
+        &format!("/api/v1/instances/{unknown}/commands"),
+        None,
+        Some(r#"{"command":"resume"}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text);
-    let a = call(&r, Method::POST, &format!("/api/v1/instances/{}/commands", f.completed), None, Some(r#"{"command":"resume"}"#)).await;
+    let a = call(
+        &r,
+        Method::POST,
+        &format!("/api/v1/instances/{}/commands", f.completed),
+        None,
+        Some(r#"{"command":"resume"}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text);
     // A command a management service has taken is locked.
-    f.providers.control.enqueue(f.suspended, ControlCommand::Resume).await.unwrap();
+    f.providers
+        .control
+        .enqueue(f.suspended, ControlCommand::Resume)
+        .await
+        .unwrap();
     let taken = f
         .providers
         .control
@@ -210,7 +316,14 @@ async fn enqueue_conflicts_and_missing_instances_say_so() {
         .await
         .unwrap();
     assert_eq!(taken.len(), 1);
-    let a = call(&r, Method::POST, &format!("/api/v1/instances/{}/commands", f.suspended), None, Some(r#"{"command":"terminate","reason":"x"}"#)).await;
+    let a = call(
+        &r,
+        Method::POST,
+        &format!("/api/v1/instances/{}/commands", f.suspended),
+        None,
+        Some(r#"{"command":"terminate","reason":"x"}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text);
     assert!(a.error().contains("being executed"), "{}", a.error());
 }
@@ -233,7 +346,14 @@ async fn bad_command_bodies_are_400s() {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text);
         assert!(a.error().contains(says), "{body}: {}", a.error());
     }
-    let a = call(&r, Method::POST, "/api/v1/instances/nope/commands", None, Some(r#"{"command":"resume"}"#)).await;
+    let a = call(
+        &r,
+        Method::POST,
+        "/api/v1/instances/nope/commands",
+        None,
+        Some(r#"{"command":"resume"}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
 
@@ -246,7 +366,10 @@ async fn delete_removes_an_instance_at_once() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(a.json(), json!({"instance": f.completed.to_string()}));
     assert_eq!(get(&r, &uri).await.status, StatusCode::NOT_FOUND);
-    assert_eq!(call(&r, Method::DELETE, &uri, None, None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&r, Method::DELETE, &uri, None, None).await.status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -264,8 +387,14 @@ async fn errors_owners_health_and_history_answer() {
     assert_eq!(h["status"], "ok");
     assert_eq!(h["instances"], 3);
     assert_eq!(h["store"], "test");
-    assert_eq!(get(&r, "/api/v1/counts/history").await.json(), json!({"items": []}));
-    assert_eq!(get(&r, "/api/v1/whoami").await.json(), json!({"role": "admin", "tokens_required": false}));
+    assert_eq!(
+        get(&r, "/api/v1/counts/history").await.json(),
+        json!({"items": []})
+    );
+    assert_eq!(
+        get(&r, "/api/v1/whoami").await.json(),
+        json!({"role": "admin", "tokens_required": false})
+    );
 }
 
 #[tokio::test]
@@ -276,8 +405,17 @@ async fn the_error_log_shows_commands_given_up() {
         max_attempts: 1,
         ..Default::default()
     };
-    f.providers.control.enqueue(f.running, ControlCommand::Cancel).await.unwrap();
-    let taken = f.providers.control.read_batch(&settings, "m1").await.unwrap();
+    f.providers
+        .control
+        .enqueue(f.running, ControlCommand::Cancel)
+        .await
+        .unwrap();
+    let taken = f
+        .providers
+        .control
+        .read_batch(&settings, "m1")
+        .await
+        .unwrap();
     let failure = instore::CommandFailure {
         code: "instance_locked".into(),
         message: "held".into(),
@@ -291,7 +429,9 @@ async fn the_error_log_shows_commands_given_up() {
     let log = get(&r, "/api/v1/errors?max=10").await.json();
     assert_eq!(log["items"][0]["instance"], f.running.to_string());
     assert_eq!(log["items"][0]["code"], "instance_locked");
-    let i = get(&r, &format!("/api/v1/instances/{}", f.running)).await.json();
+    let i = get(&r, &format!("/api/v1/instances/{}", f.running))
+        .await
+        .json();
     assert_eq!(i["error"]["machine"], "m1");
     assert_eq!(i["blocked_on"]["kind"], "command_failing");
 }
@@ -340,11 +480,20 @@ async fn the_management_service_executes_what_the_api_enqueues() {
     let stop = tokio_util::sync::CancellationToken::new();
     let background = server.start_background(stop.clone());
     let uri = format!("/api/v1/instances/{}/commands", f.suspended);
-    let a = call(&r, Method::POST, &uri, None, Some(r#"{"command":"resume"}"#)).await;
+    let a = call(
+        &r,
+        Method::POST,
+        &uri,
+        None,
+        Some(r#"{"command":"resume"}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
     let mut status = String::new();
     for _ in 0..500 {
-        let i = get(&r, &format!("/api/v1/instances/{}", f.suspended)).await.json();
+        let i = get(&r, &format!("/api/v1/instances/{}", f.suspended))
+            .await
+            .json();
         status = i["status"].as_str().unwrap().to_owned();
         if status == "Running" {
             break;

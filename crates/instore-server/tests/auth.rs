@@ -10,14 +10,30 @@ use common::{call, fixture, ADMIN, READER};
 async fn without_a_token_every_api_call_is_401() {
     let f = fixture().await;
     let r = f.router_with_tokens();
-    for uri in ["/api/v1/instances", "/api/v1/health", "/api/v1/whoami", "/metrics"] {
+    for uri in [
+        "/api/v1/instances",
+        "/api/v1/health",
+        "/api/v1/whoami",
+        "/metrics",
+    ] {
         let a = call(&r, Method::GET, uri, None, None).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{uri}");
         assert!(a.error().contains("requires a token"), "{}", a.error());
     }
-    let a = call(&r, Method::GET, "/api/v1/instances", Some("wrong-token-0123456789"), None).await;
+    let a = call(
+        &r,
+        Method::GET,
+        "/api/v1/instances",
+        Some("wrong-token-0123456789"),
+        None,
+    )
+    .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
-    assert!(a.error().contains("not one this server accepts"), "{}", a.error());
+    assert!(
+        a.error().contains("not one this server accepts"),
+        "{}",
+        a.error()
+    );
 }
 
 #[tokio::test]
@@ -42,16 +58,37 @@ async fn readers_query_but_may_not_steer() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     let a = call(&r, Method::GET, "/metrics", Some(READER), None).await;
     assert_eq!(a.status, StatusCode::OK);
-    let who = call(&r, Method::GET, "/api/v1/whoami", Some(READER), None).await.json();
-    assert_eq!(who, serde_json::json!({"role": "reader", "tokens_required": true}));
+    let who = call(&r, Method::GET, "/api/v1/whoami", Some(READER), None)
+        .await
+        .json();
+    assert_eq!(
+        who,
+        serde_json::json!({"role": "reader", "tokens_required": true})
+    );
     let uri = format!("/api/v1/instances/{}/commands", f.suspended);
-    let a = call(&r, Method::POST, &uri, Some(READER), Some(r#"{"command":"resume"}"#)).await;
+    let a = call(
+        &r,
+        Method::POST,
+        &uri,
+        Some(READER),
+        Some(r#"{"command":"resume"}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert!(a.error().contains("admin token"), "{}", a.error());
-    let a = call(&r, Method::DELETE, &format!("/api/v1/instances/{}", f.suspended), Some(READER), None).await;
+    let a = call(
+        &r,
+        Method::DELETE,
+        &format!("/api/v1/instances/{}", f.suspended),
+        Some(READER),
+        None,
+    )
+    .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     // Nothing changed.
-    let q = call(&r, Method::GET, "/api/v1/commands", Some(READER), None).await.json();
+    let q = call(&r, Method::GET, "/api/v1/commands", Some(READER), None)
+        .await
+        .json();
     assert_eq!(q["items"].as_array().unwrap().len(), 0);
 }
 
@@ -60,11 +97,27 @@ async fn admins_steer() {
     let f = fixture().await;
     let r = f.router_with_tokens();
     let uri = format!("/api/v1/instances/{}/commands", f.suspended);
-    let a = call(&r, Method::POST, &uri, Some(ADMIN), Some(r#"{"command":"resume"}"#)).await;
+    let a = call(
+        &r,
+        Method::POST,
+        &uri,
+        Some(ADMIN),
+        Some(r#"{"command":"resume"}"#),
+    )
+    .await;
     assert_eq!(a.status, StatusCode::ACCEPTED, "{}", a.text);
-    let a = call(&r, Method::DELETE, &format!("/api/v1/instances/{}", f.completed), Some(ADMIN), None).await;
+    let a = call(
+        &r,
+        Method::DELETE,
+        &format!("/api/v1/instances/{}", f.completed),
+        Some(ADMIN),
+        None,
+    )
+    .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    let who = call(&r, Method::GET, "/api/v1/whoami", Some(ADMIN), None).await.json();
+    let who = call(&r, Method::GET, "/api/v1/whoami", Some(ADMIN), None)
+        .await
+        .json();
     assert_eq!(who["role"], "admin");
 }
 
@@ -72,7 +125,13 @@ async fn admins_steer() {
 async fn the_dashboard_pages_and_the_openapi_document_need_no_token() {
     let f = fixture().await;
     let r = f.router_with_tokens();
-    for uri in ["/", "/queue", "/errors", "/assets/dashboard.js", "/openapi.json"] {
+    for uri in [
+        "/",
+        "/queue",
+        "/errors",
+        "/assets/dashboard.js",
+        "/openapi.json",
+    ] {
         let a = call(&r, Method::GET, uri, None, None).await;
         assert_eq!(a.status, StatusCode::OK, "{uri}");
     }
@@ -81,9 +140,17 @@ async fn the_dashboard_pages_and_the_openapi_document_need_no_token() {
 #[tokio::test]
 async fn without_tokens_only_loopback_addresses_are_served() {
     let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
-    let err = instore_server::check_listen(any, false).unwrap_err().to_string();
-    assert!(err.contains("refusing to listen on 0.0.0.0:8080 without tokens"), "{err}");
-    assert!(err.contains("[[server.tokens]]") && err.contains("127.0.0.1"), "{err}");
+    let err = instore_server::check_listen(any, false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refusing to listen on 0.0.0.0:8080 without tokens"),
+        "{err}"
+    );
+    assert!(
+        err.contains("[[server.tokens]]") && err.contains("127.0.0.1"),
+        "{err}"
+    );
     assert!(instore_server::check_listen(any, true).is_ok());
     assert!(instore_server::check_listen("127.0.0.1:0".parse().unwrap(), false).is_ok());
     assert!(instore_server::check_listen("[::1]:0".parse().unwrap(), false).is_ok());
@@ -99,7 +166,10 @@ async fn serve_refuses_a_non_loopback_listener_without_tokens() {
         .serve(listener, tokio_util::sync::CancellationToken::new())
         .await
         .unwrap_err();
-    assert!(matches!(err, instore_server::ServerError::UnprotectedListen { .. }), "{err}");
+    assert!(
+        matches!(err, instore_server::ServerError::UnprotectedListen { .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]

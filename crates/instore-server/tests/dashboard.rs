@@ -37,10 +37,22 @@ async fn the_detail_page_is_served_for_valid_ids_only() {
     let r = f.router();
     let a = get(&r, &format!("/instances/{}", f.suspended)).await;
     assert_eq!(a.status, StatusCode::OK);
-    for hook in ["detail-status", "detail-blocked-on", "detail-pending", "detail-error", "detail-promoted", "detail-keys", "detail-bookmarks", "detail-timer", "detail-actions"] {
+    for hook in [
+        "detail-status",
+        "detail-blocked-on",
+        "detail-pending",
+        "detail-error",
+        "detail-promoted",
+        "detail-keys",
+        "detail-bookmarks",
+        "detail-timer",
+        "detail-actions",
+    ] {
         assert!(a.text.contains(&format!("id=\"{hook}\"")), "{hook} missing");
     }
-    assert!(a.text.contains(&format!("data-instance-id=\"{}\"", f.suspended)));
+    assert!(a
+        .text
+        .contains(&format!("data-instance-id=\"{}\"", f.suspended)));
     let a = get(&r, "/instances/%3Cscript%3E").await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
 }
@@ -50,7 +62,14 @@ async fn the_script_knows_the_actions_and_the_api() {
     let f = fixture().await;
     let a = get(&f.router(), "/assets/dashboard.js").await;
     assert!(a.content_type.starts_with("text/javascript"));
-    for hook in ["data-action", "\"resume\"", "/api/v1/instances", "sessionStorage", "Bearer ", "confirm-yes"] {
+    for hook in [
+        "data-action",
+        "\"resume\"",
+        "/api/v1/instances",
+        "sessionStorage",
+        "Bearer ",
+        "confirm-yes",
+    ] {
         assert!(a.text.contains(hook), "{hook} missing");
     }
     let css = get(&f.router(), "/assets/dashboard.css").await;

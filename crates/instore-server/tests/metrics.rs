@@ -11,7 +11,7 @@ use instore::{ControlCommand, Load};
 fn value(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+        .map_or(0.0, |v| v.trim().parse().expect("a number"))
 }
 
 #[tokio::test]
@@ -28,7 +28,11 @@ async fn metrics_move_under_a_workload() {
     let conflicts = r#"instore_lock_conflicts_total{command="Load"}"#;
     assert!(value(&before, saves) >= 3.0, "{before}");
     assert_eq!(value(&before, "instore_queue_depth"), 0.0);
-    assert_eq!(value(&before, r#"instore_instances{status="Suspended"}"#), 1.0, "{before}");
+    assert_eq!(
+        value(&before, r#"instore_instances{status="Suspended"}"#),
+        1.0,
+        "{before}"
+    );
 
     // A lock conflict: one live owner holds the instance, another loads it.
     let _held = f.lock(f.running).await;
@@ -38,8 +42,15 @@ async fn metrics_move_under_a_workload() {
         .await
         .unwrap();
     let h = f.store.create_handle_for(other.owner(), Some(f.running));
-    let err = f.store.execute(&h, Load::default(), TIMEOUT).await.unwrap_err();
-    assert!(matches!(err, instore::StoreError::InstanceLocked { .. }), "{err}");
+    let err = f
+        .store
+        .execute(&h, Load::default(), TIMEOUT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, instore::StoreError::InstanceLocked { .. }),
+        "{err}"
+    );
     // A queued command.
     let a = call(
         &r,
@@ -57,21 +68,48 @@ async fn metrics_move_under_a_workload() {
         .unwrap();
 
     let after = get(&r, "/metrics").await.text;
-    assert_eq!(value(&after, conflicts), value(&before, conflicts) + 1.0, "{after}");
-    assert!(value(&after, r#"instore_command_duration_seconds_count{command="Load"}"#) >= 2.0);
+    assert_eq!(
+        value(&after, conflicts),
+        value(&before, conflicts) + 1.0,
+        "{after}"
+    );
+    assert!(
+        value(
+            &after,
+            r#"instore_command_duration_seconds_count{command="Load"}"#
+        ) >= 2.0
+    );
     assert_eq!(value(&after, "instore_queue_depth"), 2.0, "{after}");
     assert!(value(&after, "instore_owners_alive") >= 2.0, "{after}");
-    assert!(after.contains("instore_queue_oldest_age_seconds "), "{after}");
-    assert!(after.contains(r#"instore_runnable_oldest_age_seconds{host_type="orders"}"#), "{after}");
-    assert!(after.contains(r#"instore_management_commands_total{outcome="completed"}"#), "{after}");
-    assert!(after.contains("# TYPE instore_command_duration_seconds histogram"), "{after}");
+    assert!(
+        after.contains("instore_queue_oldest_age_seconds "),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"instore_runnable_oldest_age_seconds{host_type="orders"}"#),
+        "{after}"
+    );
+    assert!(
+        after.contains(r#"instore_management_commands_total{outcome="completed"}"#),
+        "{after}"
+    );
+    assert!(
+        after.contains("# TYPE instore_command_duration_seconds histogram"),
+        "{after}"
+    );
 
     // What other crates record through the facade shows too (the host runtime's metrics).
     metrics::histogram!("instore_timer_lateness_seconds", "host_type" => "orders").record(0.2);
     metrics::counter!("instore_host_steps_total", "host_type" => "orders").increment(3);
     let last = get(&r, "/metrics").await.text;
-    assert!(last.contains(r#"instore_timer_lateness_seconds_count{host_type="orders"} 1"#), "{last}");
-    assert!(last.contains(r#"instore_host_steps_total{host_type="orders"} 3"#), "{last}");
+    assert!(
+        last.contains(r#"instore_timer_lateness_seconds_count{host_type="orders"} 1"#),
+        "{last}"
+    );
+    assert!(
+        last.contains(r#"instore_host_steps_total{host_type="orders"} 3"#),
+        "{last}"
+    );
 }
 
 #[tokio::test]
@@ -84,7 +122,9 @@ async fn runnable_instances_without_a_live_host_are_counted() {
         .execute(&host, instore::CreateOwner::host_type("billing"), TIMEOUT)
         .await
         .unwrap();
-    let h = f.store.create_handle_for(host.owner(), Some(instore::InstanceId::new()));
+    let h = f
+        .store
+        .create_handle_for(host.owner(), Some(instore::InstanceId::new()));
     let save = instore::Save::data(instore::bag([("n", 1i64)]))
         .with_status(instore::ExecutionStatus::Executing)
         .and_unlock();
@@ -94,5 +134,9 @@ async fn runnable_instances_without_a_live_host_are_counted() {
         .await
         .unwrap();
     let text = get(&r, "/metrics").await.text;
-    assert_eq!(value(&text, r#"instore_runnable_instances{host_type="billing"}"#), 1.0, "{text}");
+    assert_eq!(
+        value(&text, r#"instore_runnable_instances{host_type="billing"}"#),
+        1.0,
+        "{text}"
+    );
 }

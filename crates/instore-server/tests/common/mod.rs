@@ -1,6 +1,7 @@
 //! A memory store with a few instances, a server over it, and request helpers.
 
-#![allow(dead_code)]
+#![allow(dead_code)] // each test file uses part of it
+#![allow(clippy::unwrap_used)] // test support: a failed setup should stop the test
 
 use std::time::Duration;
 
@@ -63,7 +64,13 @@ pub async fn fixture() -> Fixture {
     };
     save(suspended, s).await;
     let completed = InstanceId::new();
-    save(completed, Save::data(bag([("step", 3i64)])).and_unlock().and_complete()).await;
+    save(
+        completed,
+        Save::data(bag([("step", 3i64)]))
+            .and_unlock()
+            .and_complete(),
+    )
+    .await;
     store
         .execute(&host, instore::Command::DeleteOwner, TIMEOUT)
         .await
@@ -133,8 +140,7 @@ pub struct Answer {
 
 impl Answer {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
 
     /// The error message of a 4xx/5xx answer.
