@@ -294,6 +294,13 @@ function drawChart(items) {
     title.textContent = `${key}: ${items[items.length - 1][key]} now, max ${max}`;
     line.append(title);
     svg.append(line);
+    // The latest value as a dot, so a chart of one sample shows something.
+    const dot = document.createElementNS(ns, "circle");
+    dot.setAttribute("cx", x(items.length - 1));
+    dot.setAttribute("cy", y(items[items.length - 1][key]));
+    dot.setAttribute("r", 3);
+    dot.setAttribute("class", cls);
+    svg.append(dot);
   }
 }
 
