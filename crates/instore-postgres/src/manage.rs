@@ -16,7 +16,7 @@ use instore::{
     Encoding, ErrorLogEntry, ExceptionInfo, ExecutionStatus, GroupBy, GroupCount, InstanceFilter,
     InstanceId, InstanceInfo, InstanceState, InstanceStatus, KeyId, KeyState, OwnerId, OwnerInfo,
     Page, PageRequest, PendingCommand, QueryProvider, QueueEntry, QueueSettings, QueuedCommand,
-    StorageError, StoreError, Suspension, Timestamp, Uuid,
+    RunnableBacklog, StorageError, StoreError, Suspension, Timestamp, Uuid,
 };
 use serde_json::Value as Json;
 use tokio_postgres::types::{ToSql, Type};
@@ -408,6 +408,57 @@ fn by_totals(filter: &InstanceFilter) -> bool {
     .is_empty()
 }
 
+/// The runnable backlog per host type at `$1`: how many instances are runnable (SPEC §8) and
+/// since when the oldest is, in one plain statement (no server-side function).
+///
+/// Reads only runnable candidates. Ready instances: the host types of `instances_ready` are
+/// found by skipping through that index (a loose index scan: one `min(host_type) ... >
+/// previous` probe per host type), then each host type's due entries are one range of it
+/// (`host_type = t and ready_at <= now`), counted by an index-only scan — instances waiting for
+/// a future timer are never read. No state or suspension check is needed there (unlike the
+/// dead-holder rows): only a release sets `ready_at`, and only on an initialized, unsuspended
+/// instance; both change only under a lock, and taking a lock clears `ready_at`. Dead holders:
+/// the owners whose lease ended, then their instances through `instances_locked` (one lateral
+/// probe per dead owner); the store never deletes an owner that still holds a lock, so no lock
+/// points at a missing owner.
+///
+/// `$1` is always bound to the provider's clock (the server's, shifted by the skew measured at
+/// open), never left to the server: with a concrete instant the planner estimates the due range
+/// from its statistics; reading `statement_timestamp()` it must guess a third of the ready index
+/// is due, which at a million instances prices the statement past `jit_above_cost` and adds
+/// about a second of JIT compilation to every scrape.
+fn runnable_backlog_sql(s: &str) -> String {
+    format!(
+        "with recursive types(host_type) as ( \
+             select min(host_type) from {s}.instances \
+               where lock_owner is null and ready_at is not null \
+             union all \
+             select (select min(i.host_type) from {s}.instances i \
+                     where i.lock_owner is null and i.ready_at is not null \
+                       and i.host_type > t.host_type) \
+             from types t where t.host_type is not null \
+         ), \
+         runnable(host_type, n, since) as ( \
+             select t.host_type, r.n, r.since from types t cross join lateral ( \
+               select count(*) as n, min(i.ready_at) as since from {s}.instances i \
+               where i.host_type = t.host_type and i.lock_owner is null \
+                 and i.ready_at is not null and i.ready_at <= {NOW}) r \
+             union all \
+             select null, count(*), min(i.ready_at) from {s}.instances i \
+               where i.host_type is null and i.lock_owner is null and i.ready_at is not null \
+                 and i.ready_at <= {NOW} \
+             union all \
+             select r.host_type, r.n, o.lease_expires_at from {s}.owners o cross join lateral ( \
+               select i.host_type, count(*) as n from {s}.instances i \
+               where i.lock_owner = o.id and i.state = 2 and not i.suspended \
+               group by i.host_type) r \
+             where o.lease_expires_at <= {NOW} \
+         ) \
+         select host_type, sum(n)::int8, min(since) from runnable where n > 0 \
+         group by host_type order by host_type nulls first"
+    )
+}
+
 #[async_trait::async_trait]
 impl QueryProvider for PgProvider {
     async fn query(
@@ -580,6 +631,20 @@ impl QueryProvider for PgProvider {
             .filter(|(_, count)| *count > 0)
             .map(|(key, count)| GroupCount { key, count })
             .collect())
+    }
+
+    async fn runnable_backlog(&self) -> Result<Vec<RunnableBacklog>, StoreError> {
+        let sql = Sql::new(Some(self.clock.now().as_micros()));
+        let rows = self.rows_of(&sql, &runnable_backlog_sql(&self.s())).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RunnableBacklog {
+                    host_type: col(row, 0)?,
+                    count: count_of(col(row, 1)?),
+                    oldest_since: Timestamp::from_micros(col(row, 2)?),
+                })
+            })
+            .collect()
     }
 
     async fn purge_completed(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {

@@ -307,6 +307,9 @@ async fn every_provider_operation_is_one_round_trip() {
     one_round_trip(&proxy, "activatable", p.activatable())
         .await
         .expect("activatable");
+    one_round_trip(&proxy, "runnable_backlog", p.runnable_backlog())
+        .await
+        .expect("runnable_backlog");
     one_round_trip(&proxy, "owners", p.owners())
         .await
         .expect("owners");

@@ -631,10 +631,107 @@ pub(crate) fn activatable(
         .collect())
 }
 
+/// The text of [`runnable_backlog`], for its plan test.
+pub(crate) const RUNNABLE_BACKLOG: &str = "\
+with recursive types(host_type) as ( \
+    select min(host_type) from instances where lock_owner is null and ready_at is not null \
+    union all \
+    select (select min(i.host_type) from instances i \
+            where i.lock_owner is null and i.ready_at is not null and i.host_type > t.host_type) \
+    from types t where t.host_type is not null \
+), \
+runnable(host_type, since) as ( \
+    select i.host_type, i.ready_at from types t join instances i on i.host_type = t.host_type \
+      where i.lock_owner is null and i.ready_at is not null and i.ready_at <= ?1 \
+        and i.state = 2 and i.suspended = 0 \
+    union all \
+    select host_type, ready_at from instances \
+      where host_type is null and lock_owner is null and ready_at is not null and ready_at <= ?1 \
+        and state = 2 and suspended = 0 \
+    union all \
+    select i.host_type, o.lease_expires_at from owners o cross join instances i on i.lock_owner = o.id \
+      where o.lease_expires_at <= ?1 and i.state = 2 and i.suspended = 0 \
+) \
+select host_type, count(*), min(since) from runnable group by host_type order by host_type";
+
+/// The runnable backlog at `now` per host type (`None` first): how many instances are
+/// runnable and since when the oldest is (SPEC §8; `QueryProvider::runnable_backlog`).
+///
+/// Reads only runnable candidates. Ready instances: the host types of `instances_ready` are
+/// found by skipping through the index (one seek per host type, a loose index scan), then each
+/// host type's due entries are one range of it (`host_type = ? and ready_at <= now`) — waiting
+/// timers are never read. Dead holders: the owners whose lease ended (a small table, read first:
+/// `cross join` keeps that order), then their instances through `instances_locked`; the store
+/// never deletes an owner that still holds a lock, so no lock points at a missing owner. Each
+/// candidate's row is read (SQLite does not take the partial index as covering), so the
+/// initialized-and-not-suspended check TryLoadRunnable makes costs nothing more. The cost grows
+/// with the backlog and the dead holders' locks, not with the number of instances.
+pub(crate) fn runnable_backlog(
+    conn: &Connection,
+    now: Timestamp,
+) -> Result<Vec<(Option<String>, u64, Timestamp)>, StoreError> {
+    let mut stmt = conn.prepare_cached(RUNNABLE_BACKLOG).or_storage()?;
+    let rows: Vec<(Option<String>, i64, i64)> = stmt
+        .query_map([now.as_micros()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .or_storage()?
+        .collect::<Result<_, _>>()
+        .or_storage()?;
+    Ok(rows
+        .into_iter()
+        .map(|(h, n, since)| {
+            (
+                h,
+                u64::try_from(n).unwrap_or(0),
+                Timestamp::from_micros(since),
+            )
+        })
+        .collect())
+}
+
 /// Whether `owner` holds any lock.
 pub(crate) fn holds_locks(conn: &Connection, owner: OwnerId) -> Result<bool, StoreError> {
     conn.prepare_cached("select exists (select 1 from instances where lock_owner = ?1)")
         .or_storage()?
         .query_row([owner.as_uuid().as_bytes().as_slice()], |r| r.get(0))
         .or_storage()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backlog sampled at every `/metrics` scrape reads only runnable candidates: every
+    /// access to `instances` goes through `instances_ready` (a seek per host type, then the due
+    /// range) or `instances_locked` (the instances of owners whose lease ended), never a scan of
+    /// the table or of the whole ready index.
+    #[test]
+    fn runnable_backlog_reads_only_runnable_candidates() {
+        let mut conn = Connection::open_in_memory().expect("test setup");
+        crate::schema::migrate(&mut conn, 0, 0).expect("test setup");
+        let mut stmt = conn
+            .prepare(&format!("explain query plan {RUNNABLE_BACKLOG}"))
+            .expect("test setup");
+        let plan: Vec<String> = stmt
+            .query_map([0i64], |r| r.get::<_, String>(3))
+            .expect("test setup")
+            .map(Result::unwrap)
+            .collect();
+        let text = plan.join("\n");
+        for line in &plan {
+            if line.contains("instances") || line.ends_with(" i") || line.contains(" i ") {
+                assert!(
+                    line.starts_with("SEARCH") && line.contains("USING INDEX"),
+                    "{line}\n{text}"
+                );
+            }
+        }
+        for range in [
+            "instances_ready (host_type=? AND ready_at>? AND ready_at<?)",
+            "instances_ready (host_type>?)",
+            "instances_locked (lock_owner=?)",
+        ] {
+            assert!(text.contains(range), "{range} missing:\n{text}");
+        }
+        assert!(text.contains("SCAN o"), "owners first:\n{text}");
+    }
 }

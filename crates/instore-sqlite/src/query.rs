@@ -23,8 +23,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use instore::{
     Condition, ControlCommand, Cursor, ErrorLogEntry, ExceptionInfo, ExecutionStatus, GroupBy,
     GroupCount, InstanceFilter, InstanceId, InstanceInfo, InstanceState, InstanceStatus, KeyId,
-    KeyState, OwnerId, Page, PageRequest, PendingCommand, QueryProvider, StorageError, StoreError,
-    Suspension, Timestamp, Uuid,
+    KeyState, OwnerId, Page, PageRequest, PendingCommand, QueryProvider, RunnableBacklog,
+    StorageError, StoreError, Suspension, Timestamp, Uuid,
 };
 use rusqlite::types::Value as Sql;
 use rusqlite::{params_from_iter, Connection, Row};
@@ -867,6 +867,22 @@ impl QueryProvider for SqliteProvider {
                 Ok(groups)
             })
             .await
+    }
+
+    async fn runnable_backlog(&self) -> Result<Vec<RunnableBacklog>, StoreError> {
+        let now = self.clock.now();
+        let rows = self
+            .readers
+            .read(move |conn| queries::runnable_backlog(conn, now))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(host_type, count, oldest_since)| RunnableBacklog {
+                host_type,
+                count,
+                oldest_since,
+            })
+            .collect())
     }
 
     async fn purge_completed(&self, before: Timestamp, limit: usize) -> Result<u64, StoreError> {

@@ -71,7 +71,7 @@ pub use provider::{
 pub use query::{
     promote, promoted_text, BlockedOn, Condition, Cursor, ErrorLogEntry, GroupBy, GroupCount,
     InstanceFilter, InstanceInfo, InstanceStatus, Page, PageRequest, PendingCommand, QueryProvider,
-    DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
+    RunnableBacklog, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE,
 };
 pub use settings::{CompletionAction, LockRetry, StoreSettings};
 pub use store::{InstanceEvent, InstanceHandle, InstanceStore, InstanceStoreBuilder, StoreEvent};

@@ -470,6 +470,22 @@ pub struct GroupCount {
     pub count: u64,
 }
 
+/// One host type's runnable backlog ([`QueryProvider::runnable_backlog`]): how many of its
+/// instances are runnable now (SPEC §8) and since when the oldest of them is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnableBacklog {
+    /// The host type (`None`: instances never locked by an owner with one — runnable, but no
+    /// host will ever claim them).
+    pub host_type: Option<String>,
+    /// How many instances of it are runnable now (at least 1).
+    pub count: u64,
+    /// Since when the one runnable longest is runnable — the instant TryLoadRunnable orders by
+    /// (SPEC §6.5): a due timer's due time, the unlock of an `Executing` instance, the end of a
+    /// dead holder's lease (the Unix epoch if the holder's owner row is gone). Never after the
+    /// instant the backlog was judged at.
+    pub oldest_since: Timestamp,
+}
+
 /// A queued control command as a query shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PendingCommand {
@@ -725,6 +741,19 @@ pub trait QueryProvider: fmt::Debug + Send + Sync + 'static {
         filter: &InstanceFilter,
         by: GroupBy,
     ) -> Result<Vec<GroupCount>, StoreError>;
+
+    /// The runnable backlog per host type, judged at the store's clock now: for each host type
+    /// with runnable instances (SPEC §8: neither suspended nor completed, and unlocked with a due
+    /// timer, unlocked and `Executing`, or locked by an owner whose lease has ended — whether or
+    /// not a live host of the type exists), how many there are and since when the oldest is
+    /// runnable. Host types without any are left out; the rest are ordered by host type (`None`
+    /// first). Uninitialized instances are never runnable (nothing to run).
+    ///
+    /// Meant to be sampled often (every `/metrics` scrape): providers read only the runnable
+    /// candidates through the index of ready instances and the locked instances, never the whole
+    /// table, so the cost grows with the backlog and the number of held locks, not with the
+    /// number of instances.
+    async fn runnable_backlog(&self) -> Result<Vec<RunnableBacklog>, StoreError>;
 
     /// Deletes up to `limit` completed instances last changed before `before`, oldest first, with
     /// everything that belongs to them (as [`crate::ControlProvider::delete`] does), in one short

@@ -8,7 +8,7 @@ use crate::encoding::decode;
 use crate::{
     promoted_text, Condition, Cursor, GroupBy, GroupCount, InstanceFilter, InstanceId,
     InstanceInfo, InstanceState, InstanceStatus, Page, PageRequest, PendingCommand, QueryProvider,
-    StoreError, Timestamp,
+    RunnableBacklog, StoreError, Timestamp,
 };
 
 impl Mem {
@@ -225,6 +225,29 @@ impl QueryProvider for MemoryProvider {
         Ok(groups
             .into_iter()
             .map(|(key, count)| GroupCount { key, count })
+            .collect())
+    }
+
+    async fn runnable_backlog(&self) -> Result<Vec<RunnableBacklog>, StoreError> {
+        let now = self.clock.now();
+        let mem = self.mem();
+        // The runnable set as TryLoadRunnable sees it (`runnable_since`), of every host type.
+        let mut backlog: BTreeMap<Option<String>, (u64, Timestamp)> = BTreeMap::new();
+        for row in mem.instances.values() {
+            let Some(since) = mem.runnable_since(row).filter(|t| *t <= now) else {
+                continue;
+            };
+            let entry = backlog.entry(row.host_type.clone()).or_insert((0, since));
+            entry.0 += 1;
+            entry.1 = entry.1.min(since);
+        }
+        Ok(backlog
+            .into_iter()
+            .map(|(host_type, (count, oldest_since))| RunnableBacklog {
+                host_type,
+                count,
+                oldest_since,
+            })
             .collect())
     }
 

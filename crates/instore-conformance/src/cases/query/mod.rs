@@ -23,10 +23,13 @@
 //! | group counts: 5 groupings, empty groups left out, ordered by key (`None` first), filtered | `group_count_by_status_counts_each_status`, `group_count_by_condition_counts_each_condition`, `group_count_by_host_type_puts_instances_without_one_first`, `group_count_by_machine_uses_the_derived_machine`, `group_count_by_exception_counts_suspensions_by_exception_name` |
 //! | keyset pages, newest first; later pages never shift; bad cursor/page size → `Invalid`; default 50 | `pages::*` |
 //! | `InstanceInfo` fields, `blocked_on`, purge | `info::*` |
+//! | the runnable backlog per host type (SPEC §8) | `backlog::*` |
 
+mod backlog;
 mod info;
 mod pages;
 
+pub use backlog::*;
 pub use info::*;
 pub use pages::*;
 
@@ -784,5 +787,6 @@ macro_rules! query_cases {
         );
         $crate::query_pages_cases!($make);
         $crate::query_info_cases!($make);
+        $crate::query_backlog_cases!($make);
     };
 }
