@@ -8,11 +8,15 @@
 //!
 //! | metric | from |
 //! |---|---|
-//! | `instore_runnable_instances{host_type}` | `activatable()`: runnable instances of host types with no live host |
-//! | `instore_runnable_oldest_age_seconds{host_type}` | `next_runnable(host_type)` for each known host type |
+//! | `instore_runnable_instances{host_type}` | `runnable_backlog()`: instances runnable now (SPEC §8), with or without a live host of their type |
+//! | `instore_runnable_oldest_age_seconds{host_type}` | `runnable_backlog()`: how long the one runnable longest has waited |
 //! | `instore_queue_depth`, `instore_queue_oldest_age_seconds` | count of instances with a queued command; the queue's head |
 //! | `instore_owners_alive` | owners whose lease is alive |
 //! | `instore_management_commands_total{outcome}` | the management service's counters |
+//!
+//! The runnable gauges cover every host type known from owners, running instances and the
+//! backlog itself (0 when nothing of the type is runnable); instances without a host type are
+//! left out (no host ever claims them; queries show them as `blocked_on: no_live_host`).
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -66,7 +70,7 @@ fn describe() {
     );
     describe_gauge!(
         "instore_runnable_instances",
-        "Runnable instances of host types with no live host (waiting for activation)"
+        "Instances runnable now, by host type, whether or not a live host of the type exists (the backlog)"
     );
     describe_gauge!(
         "instore_runnable_oldest_age_seconds",
@@ -158,18 +162,16 @@ async fn sample(state: &AppState) -> Result<(), instore::StoreError> {
             .into_iter()
             .filter_map(|g| g.key),
     );
-    let activatable = state.providers.persistence.activatable().await?;
+    // The backlog: one statement for every host type, live hosts or not.
+    let backlog = query.runnable_backlog().await?;
+    host_types.extend(backlog.iter().filter_map(|b| b.host_type.clone()));
     for host_type in &host_types {
-        let waiting = activatable
+        let entry = backlog
             .iter()
-            .find(|a| &a.host_type == host_type)
-            .map_or(0, |a| a.runnable_count);
+            .find(|b| b.host_type.as_ref() == Some(host_type));
+        let (count, age) = entry.map_or((0, 0.0), |b| (b.count, age_seconds(now, b.oldest_since)));
         metrics::gauge!("instore_runnable_instances", "host_type" => host_type.clone())
-            .set(waiting as f64);
-        let age = match state.providers.persistence.next_runnable(host_type).await? {
-            Some(since) if since <= now => age_seconds(now, since),
-            _ => 0.0,
-        };
+            .set(count as f64);
         metrics::gauge!("instore_runnable_oldest_age_seconds", "host_type" => host_type.clone())
             .set(age);
     }

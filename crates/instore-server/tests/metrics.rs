@@ -140,3 +140,61 @@ async fn runnable_instances_without_a_live_host_are_counted() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn runnable_instances_behind_a_live_host_are_counted() {
+    let f = fixture().await;
+    let r = f.router();
+    let count = r#"instore_runnable_instances{host_type="orders"}"#;
+    let age = r#"instore_runnable_oldest_age_seconds{host_type="orders"}"#;
+    let before = get(&r, "/metrics").await.text;
+    assert_eq!(value(&before, count), 0.0, "{before}");
+
+    // A live host of `orders` that has not taken anything yet (it never calls TryLoadRunnable
+    // until the end), and another that makes instances runnable: three executing, one due.
+    let live = f.store.create_handle_for(None, None);
+    f.store
+        .execute(&live, instore::CreateOwner::host_type("orders"), TIMEOUT)
+        .await
+        .unwrap();
+    let writer = f.store.create_handle_for(None, None);
+    f.store
+        .execute(&writer, instore::CreateOwner::host_type("orders"), TIMEOUT)
+        .await
+        .unwrap();
+    let save = |save: instore::Save| {
+        let h = f
+            .store
+            .create_handle_for(writer.owner(), Some(instore::InstanceId::new()));
+        let store = f.store.clone();
+        async move { store.execute(&h, save, TIMEOUT).await.unwrap() }
+    };
+    for n in 0..3i64 {
+        let executing = instore::Save::data(instore::bag([("n", n)]))
+            .with_status(instore::ExecutionStatus::Executing)
+            .and_unlock();
+        save(executing).await;
+    }
+    let due = instore::Clock::now(&instore::SystemClock).minus(std::time::Duration::from_secs(30));
+    save(
+        instore::Save::data(instore::bag([("n", 3i64)]))
+            .with_timer(due)
+            .and_unlock(),
+    )
+    .await;
+    let text = get(&r, "/metrics").await.text;
+    assert_eq!(value(&text, count), 4.0, "{text}");
+    assert!(value(&text, age) >= 30.0, "the due timer waits: {text}");
+
+    // The live host takes the oldest: the backlog shrinks.
+    let taken = f.store.create_handle_for(live.owner(), None);
+    let view = f
+        .store
+        .execute(&taken, instore::Command::TryLoadRunnable, TIMEOUT)
+        .await
+        .unwrap();
+    assert!(view.instance.is_some());
+    let text = get(&r, "/metrics").await.text;
+    assert_eq!(value(&text, count), 3.0, "{text}");
+    assert!(value(&text, age) < 30.0, "{text}");
+}
