@@ -25,10 +25,40 @@ pub struct Faults {
     /// The store never hears the provider's pushed wake-ups (set when the store is built).
     without_pushes: bool,
     hold: Mutex<Option<watch::Sender<bool>>>,
-    /// Calls held *after* they reached storage: the effect is committed, the answer not back.
-    hold_after: Mutex<HashMap<&'static str, watch::Sender<bool>>>,
+    /// Calls held by name, before they reach storage or after (the effect committed, the answer
+    /// not back).
+    gates: Mutex<HashMap<(&'static str, Stage), Gate>>,
     calls: Mutex<HashMap<&'static str, usize>>,
+    reached: Mutex<HashMap<&'static str, usize>>,
     completed: Mutex<HashMap<&'static str, usize>>,
+}
+
+/// Where a gate holds a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Stage {
+    /// Before the call reaches storage: nothing has happened yet.
+    Before,
+    /// After the call took effect in storage: its answer is not back yet.
+    After,
+}
+
+/// A gate holding calls of one provider method at one stage until it is released.
+#[derive(Debug)]
+struct Gate {
+    held: watch::Sender<bool>,
+    /// Holds only the first call that reaches it; later calls pass.
+    once: bool,
+    used: bool,
+}
+
+impl Gate {
+    fn new(once: bool) -> Gate {
+        Gate {
+            held: watch::Sender::new(true),
+            once,
+            used: false,
+        }
+    }
 }
 
 /// Locks a test-harness mutex; a poisoned one (a case panicked) is still usable plain data.
@@ -60,18 +90,42 @@ impl Faults {
         }
     }
 
-    /// From now on, calls of the provider method `name` (`load`, `try_load_runnable`, `unlock` or
-    /// `delete_owner`) take effect
-    /// in storage and then wait, their answer not yet back, until [`Faults::release_after`].
+    /// From now on, calls of the provider method `name` (`load`, `save`, `try_load_runnable`,
+    /// `unlock` or `delete_owner`) take effect in storage and then wait, their answer not yet
+    /// back, until [`Faults::release_after`].
     pub fn hold_after(&self, name: &'static str) {
-        lock(&self.hold_after).insert(name, watch::Sender::new(true));
+        lock(&self.gates).insert((name, Stage::After), Gate::new(false));
     }
 
-    /// Lets calls held by [`Faults::hold_after`] answer.
-    pub fn release_after(&self, name: &str) {
-        if let Some(tx) = lock(&self.hold_after).remove(name) {
-            tx.send_replace(false);
+    /// As [`Faults::hold_after`], for the next call of `name` only: later calls answer at once.
+    pub fn hold_next_after(&self, name: &'static str) {
+        lock(&self.gates).insert((name, Stage::After), Gate::new(true));
+    }
+
+    /// Lets calls held by [`Faults::hold_after`] or [`Faults::hold_next_after`] answer.
+    pub fn release_after(&self, name: &'static str) {
+        if let Some(gate) = lock(&self.gates).remove(&(name, Stage::After)) {
+            gate.held.send_replace(false);
         }
+    }
+
+    /// The next call of the provider method `name` (as for [`Faults::hold_after`]) waits before
+    /// it reaches storage, until [`Faults::release_before`]; later calls pass.
+    pub fn hold_next_before(&self, name: &'static str) {
+        lock(&self.gates).insert((name, Stage::Before), Gate::new(true));
+    }
+
+    /// Lets the call held by [`Faults::hold_next_before`] go on to storage.
+    pub fn release_before(&self, name: &'static str) {
+        if let Some(gate) = lock(&self.gates).remove(&(name, Stage::Before)) {
+            gate.held.send_replace(false);
+        }
+    }
+
+    /// How many calls of the provider method `name` are waiting at a gate before storage (see
+    /// [`Faults::hold_next_before`]) or have passed it.
+    pub fn reached(&self, name: &str) -> usize {
+        lock(&self.reached).get(name).copied().unwrap_or(0)
     }
 
     /// How many times the provider method `name` was called through this store.
@@ -89,9 +143,29 @@ impl Faults {
         *lock(&self.calls).entry(name).or_default() += 1;
     }
 
+    /// Before a call of `name` reaches storage.
+    async fn before(&self, name: &'static str) {
+        *lock(&self.reached).entry(name).or_default() += 1;
+        self.wait_at(name, Stage::Before).await;
+    }
+
+    /// After a call of `name` took effect in storage.
     async fn done(&self, name: &'static str) {
         *lock(&self.completed).entry(name).or_default() += 1;
-        let rx = lock(&self.hold_after).get(name).map(|tx| tx.subscribe());
+        self.wait_at(name, Stage::After).await;
+    }
+
+    async fn wait_at(&self, name: &'static str, stage: Stage) {
+        let rx = {
+            let mut gates = lock(&self.gates);
+            match gates.get_mut(&(name, stage)) {
+                Some(gate) if !(gate.once && gate.used) => {
+                    gate.used = true;
+                    Some(gate.held.subscribe())
+                }
+                _ => None,
+            }
+        };
         if let Some(mut rx) = rx {
             let _ = rx.wait_for(|held| !held).await;
         }
@@ -145,6 +219,7 @@ impl PersistenceProvider for FaultyProvider {
     }
     async fn delete_owner(&self, owner: OwnerId) -> Result<(), StoreError> {
         self.faults.count("delete_owner");
+        self.faults.before("delete_owner").await;
         let result = self.inner.delete_owner(owner).await;
         self.faults.done("delete_owner").await;
         result
@@ -156,6 +231,7 @@ impl PersistenceProvider for FaultyProvider {
     ) -> Result<InstanceSnapshot, StoreError> {
         self.faults.count("load");
         self.faults.gate().await;
+        self.faults.before("load").await;
         let result = self.inner.load(owner, request).await;
         self.faults.done("load").await;
         result
@@ -167,11 +243,15 @@ impl PersistenceProvider for FaultyProvider {
     ) -> Result<InstanceSnapshot, StoreError> {
         self.faults.count("save");
         self.faults.gate().await;
-        self.inner.save(owner, request).await
+        self.faults.before("save").await;
+        let result = self.inner.save(owner, request).await;
+        self.faults.done("save").await;
+        result
     }
     async fn unlock(&self, owner: OwnerId, instance: InstanceId) -> Result<(), StoreError> {
         self.faults.count("unlock");
         self.faults.gate().await;
+        self.faults.before("unlock").await;
         if self.faults.fail_unlocks.load(Ordering::SeqCst) {
             return Err(StoreError::Storage(instore::StorageError::unavailable(
                 "injected unlock failure",
@@ -187,6 +267,7 @@ impl PersistenceProvider for FaultyProvider {
         request: RunnableRequest,
     ) -> Result<Option<InstanceSnapshot>, StoreError> {
         self.faults.count("try_load_runnable");
+        self.faults.before("try_load_runnable").await;
         let result = self.inner.try_load_runnable(owner, request).await;
         self.faults.done("try_load_runnable").await;
         result
