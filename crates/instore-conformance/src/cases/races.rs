@@ -11,14 +11,17 @@
 //! | §5, §6.5 `TryLoadRunnable` never takes an instance another handle of its owner is acquiring | `try_load_runnable_skips_instances_other_handles_are_acquiring` |
 //! | §4 `DeleteOwner` is not a loss: no event, no replacement, even racing a renewal | `delete_owner_racing_a_renewal_registers_no_replacement` |
 //! | §6 a command waiting for an in-flight unlock ends when the store shuts down | `shutdown_during_a_reclaim_wait_ends_the_command` |
+//! | §5 a lock `LoadByKey` took behind the same owner's unlocking save is held or released, never stranded | `a_load_by_key_behind_the_same_owners_unlocking_save_strands_no_lock` |
+//! | §5 `HandleConflict` after the provider granted the lock leaves the holder's lock alone | `a_load_by_key_losing_to_another_handle_leaves_that_handles_lock_alone` |
+//! | §5 `HandleConflict` after the provider granted the lock strands no lock when the other handle's acquiring command fails | `a_lock_refused_to_a_load_by_key_is_released_when_the_acquiring_handle_fails`, `a_lock_refused_to_try_load_runnable_is_released_when_the_acquiring_handle_fails` |
 
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::Duration;
 
 use instore::{
-    Command, CreateOwner, InstanceId, InstanceStore, KeyId, Load, LoadByKey, OwnerId, Save,
-    StoreError, StoreSettings,
+    Command, CreateOwner, InstanceHandle, InstanceId, InstanceStore, KeyId, Load, LoadByKey,
+    OwnerId, Save, StoreError, StoreSettings,
 };
 
 use crate::harness::{
@@ -251,6 +254,222 @@ pub async fn shutdown_during_a_reclaim_wait_ends_the_command(env: &Env) {
     );
 }
 
+/// An instance `owner` holds through a lock-bound handle, found by `key`, with data `{a: 1}`.
+async fn held_with_key(
+    env: &Env,
+    store: &InstanceStore,
+    owner: OwnerId,
+) -> (InstanceHandle, InstanceId, KeyId) {
+    let (id, key) = (InstanceId::new(), KeyId::new());
+    let handle = env.handle(store, owner, Some(id));
+    ok_on(store, &handle, create()).await;
+    let save = Save {
+        keys_to_associate: vec![key.into()],
+        ..Save::data(data(1))
+    };
+    ok_on(store, &handle, save).await;
+    (handle, id, key)
+}
+
+/// After both handles are done: another owner can load the instance, so no lock is left with a
+/// live owner that no handle holds. Background unlocks may still be on their way (real time,
+/// bounded), but the lease never ends here.
+async fn nothing_stays_locked(env: &Env, id: InstanceId) {
+    let (other_store, b) = other_host(env, None).await;
+    let mut answer = load_as(&other_store, b, id).await;
+    for _ in 0..400 {
+        if answer.is_ok() {
+            return;
+        }
+        settle().await;
+        answer = load_as(&other_store, b, id).await;
+    }
+    panic!("another owner still cannot load the instance: {answer:?}");
+}
+
+/// A handle's save with `unlock` has committed in storage but its answer is not back yet when a
+/// `LoadByKey` of the same owner finds the instance: the provider grants it the lock (the
+/// instance is unlocked in storage). The load must end holding the lock, or with an error and
+/// no lock left in storage; never with a lock taken in storage that no handle holds, which
+/// would keep the instance from everyone until the owner's lease ends.
+pub async fn a_load_by_key_behind_the_same_owners_unlocking_save_strands_no_lock(env: &Env) {
+    let (store, faults) = env.store_with(long_lease(env), Vec::new());
+    let owner = env.owner(&store, None).await;
+    let (first, id, key) = held_with_key(env, &store, owner).await;
+    let saves = faults.completed("save");
+    faults.hold_after("save");
+    let unlocking = spawn(&store, first, Save::data(data(2)).and_unlock(), T);
+    eventually("the unlocking save committed", || {
+        faults.completed("save") == saves + 1
+    })
+    .await;
+    let by_key = store.create_handle_for(Some(owner), None);
+    let loaded = store.execute(&by_key, LoadByKey::new(key), T).await;
+    faults.release_after("save");
+    let unlocked = finish(unlocking)
+        .await
+        .expect("the unlocking save succeeds");
+    assert_eq!(unlocked.lock_version, None);
+    match loaded {
+        Ok(view) => {
+            assert_eq!(view.instance, Some(id));
+            assert!(view.lock_version.is_some(), "it holds the lock: {view:?}");
+            // The lock is really its own: a save on it works, and unlocks.
+            ok_on(&store, &by_key, Save::data(data(3)).and_unlock()).await;
+        }
+        Err(e) => {
+            assert!(
+                matches!(e, StoreError::HandleConflict { .. }),
+                "a clean error: {e:?}"
+            );
+            assert!(by_key.lock_version().is_none());
+        }
+    }
+    drop(by_key);
+    nothing_stays_locked(env, id).await;
+}
+
+/// Two handles of one owner load one key at once: the first's load has locked the instance in
+/// storage but not answered yet when the second's load reclaims the owner's lock and claims
+/// it. The first then gets `HandleConflict`, and must not unlock what is now the second's lock.
+pub async fn a_load_by_key_losing_to_another_handle_leaves_that_handles_lock_alone(env: &Env) {
+    let (store, faults) = env.store_with(long_lease(env), Vec::new());
+    let owner = env.owner(&store, None).await;
+    let (first, id, key) = held_with_key(env, &store, owner).await;
+    ok_on(&store, &first, Save::data(data(1)).and_unlock()).await;
+    let loads = faults.completed("load");
+    faults.hold_next_after("load");
+    let losing = spawn(
+        &store,
+        store.create_handle_for(Some(owner), None),
+        LoadByKey::new(key),
+        T,
+    );
+    eventually("the first load committed", || {
+        faults.completed("load") == loads + 1
+    })
+    .await;
+    let winner = store.create_handle_for(Some(owner), None);
+    let won = ok_on(&store, &winner, LoadByKey::new(key)).await;
+    assert_eq!(won.instance, Some(id));
+    faults.release_after("load");
+    assert_err!(finish(losing).await, StoreError::HandleConflict { .. });
+    settle().await;
+    // The winner still holds its lock: its save works.
+    ok_on(&store, &winner, Save::data(data(2))).await;
+    ok_on(&store, &winner, Save::data(data(3)).and_unlock()).await;
+    nothing_stays_locked(env, id).await;
+}
+
+/// A handle is acquiring an instance by id (its claim taken, its load not yet in storage) when
+/// a `LoadByKey` of the same owner is granted the lock by the provider and refused by the
+/// runtime (`HandleConflict`). When the acquiring load then fails, the lock taken in storage
+/// must still be released.
+pub async fn a_lock_refused_to_a_load_by_key_is_released_when_the_acquiring_handle_fails(
+    env: &Env,
+) {
+    let (store, faults) = env.store_with(long_lease(env), Vec::new());
+    let owner = env.owner(&store, None).await;
+    let key = KeyId::new();
+    // An uninitialized instance found by `key`, unlocked.
+    let creating = store.create_handle_for(Some(owner), None);
+    let created = ok_on(
+        &store,
+        &creating,
+        LoadByKey {
+            accept_uninitialized: true,
+            ..LoadByKey::new(key)
+        },
+    )
+    .await;
+    let id = created.instance.expect("an instance");
+    // Without data it stays uninitialized.
+    ok_on(&store, &creating, Save::default().and_unlock()).await;
+    faults.hold_next_before("load");
+    let reached = faults.reached("load");
+    // A plain load refuses an uninitialized instance: this acquiring command will fail.
+    let failing = spawn(
+        &store,
+        env.handle(&store, owner, Some(id)),
+        Load::default(),
+        T,
+    );
+    eventually("the load by id waits before storage", || {
+        faults.reached("load") == reached + 1
+    })
+    .await;
+    let by_key = store.create_handle_for(Some(owner), None);
+    let refused = store
+        .execute(
+            &by_key,
+            LoadByKey {
+                accept_uninitialized: true,
+                ..LoadByKey::new(key)
+            },
+            T,
+        )
+        .await;
+    assert_err!(refused, StoreError::HandleConflict { .. });
+    faults.release_before("load");
+    assert_err!(finish(failing).await, StoreError::InstanceNotReady { .. });
+    drop(by_key);
+    nothing_stays_locked(env, id).await;
+}
+
+/// As above, for `TryLoadRunnable`: it asked the provider before another handle of its owner
+/// claimed the instance (so the instance was not among those to skip); the other handle's
+/// acquiring save then fails. The lock `TryLoadRunnable` was granted and refused is released.
+pub async fn a_lock_refused_to_try_load_runnable_is_released_when_the_acquiring_handle_fails(
+    env: &Env,
+) {
+    let (store, faults) = env.store_with(long_lease(env), Vec::new());
+    let owner = env.owner(&store, Some("orders")).await;
+    let (id, theirs) = (
+        InstanceId::new(),
+        key_held_elsewhere(env, &store, owner).await,
+    );
+    let h = env.handle(&store, owner, Some(id));
+    ok_on(&store, &h, create()).await;
+    ok_on(&store, &h, executing().and_unlock()).await;
+    faults.hold_next_before("try_load_runnable");
+    let reached = faults.reached("try_load_runnable");
+    let tlr = spawn(
+        &store,
+        store.create_handle_for(Some(owner), None),
+        Command::TryLoadRunnable,
+        T,
+    );
+    eventually("TryLoadRunnable waits before storage", || {
+        faults.reached("try_load_runnable") == reached + 1
+    })
+    .await;
+    faults.hold_next_before("save");
+    let reached = faults.reached("save");
+    let saving = spawn(
+        &store,
+        env.handle(&store, owner, Some(id)),
+        colliding(theirs),
+        T,
+    );
+    eventually("the acquiring save waits before storage", || {
+        faults.reached("save") == reached + 1
+    })
+    .await;
+    faults.release_before("try_load_runnable");
+    let found = finish(tlr).await;
+    assert!(
+        matches!(&found, Err(StoreError::HandleConflict { .. }))
+            || matches!(&found, Ok(v) if v.instance.is_none()),
+        "the instance another handle is acquiring is refused: {found:?}"
+    );
+    faults.release_before("save");
+    assert_err!(
+        finish(saving).await,
+        StoreError::InstanceKeyCollision { .. }
+    );
+    nothing_stays_locked(env, id).await;
+}
+
 /// Lists this module's cases for [`crate::provider_tests!`].
 #[doc(hidden)]
 #[macro_export]
@@ -263,5 +482,9 @@ macro_rules! races_cases {
         $crate::__case!($make, races::try_load_runnable_skips_instances_other_handles_are_acquiring);
         $crate::__case!($make, races::delete_owner_racing_a_renewal_registers_no_replacement);
         $crate::__case!($make, races::shutdown_during_a_reclaim_wait_ends_the_command);
+        $crate::__case!($make, races::a_load_by_key_behind_the_same_owners_unlocking_save_strands_no_lock);
+        $crate::__case!($make, races::a_load_by_key_losing_to_another_handle_leaves_that_handles_lock_alone);
+        $crate::__case!($make, races::a_lock_refused_to_a_load_by_key_is_released_when_the_acquiring_handle_fails);
+        $crate::__case!($make, races::a_lock_refused_to_try_load_runnable_is_released_when_the_acquiring_handle_fails);
     };
 }

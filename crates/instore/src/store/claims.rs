@@ -10,6 +10,15 @@
 //!
 //! Every release task has its own channel, and only the task whose channel a claim still
 //! carries may remove it: a late answer can never erase a newer claim.
+//!
+//! Storage knows locks per owner, not per handle, so a provider may grant a handle's acquiring
+//! call a lock that the runtime then refuses because another handle claims the instance
+//! (`HandleConflict`). The refused handle must not unlock it: the lock in storage may be the
+//! very lock the other handle holds or is about to reclaim. Instead the other handle's claim is
+//! marked [`Held::stray`], and whoever drops that claim without holding the lock releases it.
+//! One refusal is not needed at all: when the other handle's save with `unlock` is under way
+//! and the provider granted the lock although the instance was in `busy`, that unlock has
+//! committed (storage no longer had the owner's lock), so the new handle takes the claim over.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,14 +49,37 @@ impl TakesLock for Option<InstanceSnapshot> {
 
 #[derive(Debug, Clone)]
 pub(crate) enum Claim {
-    /// Held by this live handle.
-    Handle(u64),
+    /// Held by a live handle.
+    Handle(Held),
     /// Its handle was freed; a background task is releasing it. `attempts` moves after each
     /// unlock attempt and closes when the task ends.
     Releasing {
         in_flight: bool,
         attempts: watch::Receiver<u64>,
     },
+}
+
+/// A live handle's claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Held {
+    /// The handle.
+    pub(crate) handle: u64,
+    /// The handle's save with `unlock` (or `complete`) is under way.
+    unlocking: bool,
+    /// Another handle's acquiring call was granted the lock in storage and refused by the
+    /// runtime: the owner may hold the lock even if this handle ends up without it, so dropping
+    /// the claim (other than by unlocking while it holds the lock) releases it in the background.
+    stray: bool,
+}
+
+impl Held {
+    fn by(handle: u64) -> Claim {
+        Claim::Handle(Held {
+            handle,
+            unlocking: false,
+            stray: false,
+        })
+    }
 }
 
 /// How a handle came to claim an instance.
@@ -82,7 +114,7 @@ impl Inner {
                 };
                 let found = match entry.claims.get(&instance) {
                     None => Found::Claimed(Claimed::Fresh),
-                    Some(Claim::Handle(h)) if *h == me => return Ok(Claimed::Fresh),
+                    Some(Claim::Handle(h)) if h.handle == me => return Ok(Claimed::Fresh),
                     Some(Claim::Handle(_)) => return Err(StoreError::HandleConflict { instance }),
                     Some(Claim::Releasing {
                         in_flight: false, ..
@@ -93,7 +125,7 @@ impl Inner {
                     }) => Found::InFlight(attempts.clone()),
                 };
                 if let Found::Claimed(_) = found {
-                    entry.claims.insert(instance, Claim::Handle(me));
+                    entry.claims.insert(instance, Held::by(me));
                 }
                 found
             };
@@ -111,24 +143,78 @@ impl Inner {
     }
 
     /// Records that handle `me` holds `instance` after a command that found the instance itself
-    /// (by key, or runnable). `HandleConflict` if another live handle holds it.
+    /// (by key, or runnable) and was granted its lock; `in_busy` says whether the instance was
+    /// among the `busy` instances the provider was given. `HandleConflict` if another live handle
+    /// holds it, and then that handle's claim is marked stray: the lock granted here stays with
+    /// the owner in storage until that handle holds it or drops its claim (see the module docs).
+    ///
+    /// One exception: if the other handle is unlocking and the instance was in `busy`, the
+    /// provider granted the lock only because the owner no longer held it, so that unlock has
+    /// committed; `me` takes the claim over.
     pub(super) fn claim_found(
         &self,
         owner: OwnerId,
         instance: InstanceId,
         me: u64,
+        in_busy: bool,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
         let Some(entry) = state.owners.get_mut(&owner) else {
             return Err(StoreError::OwnerLost { owner });
         };
-        match entry.claims.get(&instance) {
-            Some(Claim::Handle(h)) if *h != me => Err(StoreError::HandleConflict { instance }),
+        match entry.claims.get_mut(&instance) {
+            Some(Claim::Handle(h)) if h.handle != me && !(h.unlocking && in_busy) => {
+                h.stray = true;
+                Err(StoreError::HandleConflict { instance })
+            }
             // A `Releasing` claim here means its unlock already reached storage (the provider
             // would not have handed the instance over otherwise); the new claim wins.
             _ => {
-                entry.claims.insert(instance, Claim::Handle(me));
+                entry.claims.insert(instance, Held::by(me));
                 Ok(())
+            }
+        }
+    }
+
+    /// Marks handle `me`'s claim on `instance` as unlocking (before its save with `unlock`) or
+    /// not (after it failed). `false` if the claim is no longer `me`'s: another handle took it
+    /// over, because this handle's unlock had committed.
+    pub(super) fn set_unlocking(
+        &self,
+        owner: OwnerId,
+        instance: InstanceId,
+        me: u64,
+        unlocking: bool,
+    ) -> bool {
+        let mut state = self.state();
+        let held = state
+            .owners
+            .get_mut(&owner)
+            .and_then(|e| e.claims.get_mut(&instance));
+        match held {
+            Some(Claim::Handle(h)) if h.handle == me => {
+                h.unlocking = unlocking;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Handle `me` holds the lock of `instance` in storage (a command on it just succeeded
+    /// holding it): whatever lock the owner holds there is this handle's, none is stray.
+    pub(super) fn confirm_held(&self, owner: OwnerId, instance: InstanceId, me: u64) {
+        let mut state = self.state();
+        let held = state
+            .owners
+            .get_mut(&owner)
+            .and_then(|e| e.claims.get_mut(&instance));
+        if let Some(Claim::Handle(h)) = held {
+            if h.handle == me {
+                *h = Held {
+                    handle: me,
+                    unlocking: false,
+                    stray: false,
+                };
             }
         }
     }
@@ -158,13 +244,26 @@ impl Inner {
         }
     }
 
-    /// Drops handle `me`'s claim on `instance` (the lock is gone or was never taken).
-    pub(super) fn unclaim(&self, owner: OwnerId, instance: InstanceId, me: u64) {
-        let mut state = self.state();
-        if let Some(entry) = state.owners.get_mut(&owner) {
-            if matches!(entry.claims.get(&instance), Some(Claim::Handle(h)) if *h == me) {
-                entry.claims.remove(&instance);
+    /// Drops handle `me`'s claim on `instance` (the lock is gone or was never taken). If the
+    /// claim is stray, the owner may still hold a lock another handle was granted and refused:
+    /// it is released in the background instead.
+    pub(super) fn unclaim(self: &Arc<Self>, owner: OwnerId, instance: InstanceId, me: u64) {
+        let stray = {
+            let mut state = self.state();
+            let Some(entry) = state.owners.get_mut(&owner) else {
+                return;
+            };
+            match entry.claims.get(&instance) {
+                Some(Claim::Handle(h)) if h.handle == me && h.stray => true,
+                Some(Claim::Handle(h)) if h.handle == me => {
+                    entry.claims.remove(&instance);
+                    false
+                }
+                _ => false,
             }
+        };
+        if stray {
+            self.release(owner, instance, me);
         }
     }
 
@@ -174,7 +273,7 @@ impl Inner {
         state.owners.get(&owner).map_or_else(Vec::new, |e| {
             e.claims
                 .iter()
-                .filter(|(_, c)| !matches!(c, Claim::Handle(h) if *h == me))
+                .filter(|(_, c)| !matches!(c, Claim::Handle(h) if h.handle == me))
                 .map(|(i, _)| *i)
                 .collect()
         })
@@ -200,8 +299,6 @@ impl Inner {
         }
     }
 
-    /// Starts releasing `instance` if handle `me` holds it or nobody does (after a command that
-    /// timed out, the lock may have been taken in storage without the handle knowing).
     /// Runs a provider call that may lock an instance the command cannot name beforehand (by
     /// key, the next runnable) on a task of its own. If the command is cut off (its timeout)
     /// while the call runs, the call still finishes, and a lock it took — which no handle will
@@ -235,6 +332,9 @@ impl Inner {
         })
     }
 
+    /// Starts releasing `instance` if handle `me` holds it or nobody does (after a command that
+    /// timed out, the lock may have been taken in storage without the handle knowing). If another
+    /// live handle claims it, that claim is marked stray instead.
     pub(super) fn release(self: &Arc<Self>, owner: OwnerId, instance: InstanceId, me: u64) {
         let (attempts, rx) = watch::channel(0u64);
         {
@@ -245,10 +345,16 @@ impl Inner {
             if entry.lost {
                 return;
             }
-            match entry.claims.get(&instance) {
+            match entry.claims.get_mut(&instance) {
                 None => {}
-                Some(Claim::Handle(h)) if *h == me => {}
-                Some(_) => return,
+                Some(Claim::Handle(h)) if h.handle == me => {}
+                // Another live handle claims it: the lock released here may be the one it holds
+                // or is about to reclaim, so it is left to that handle (see the module docs).
+                Some(Claim::Handle(h)) => {
+                    h.stray = true;
+                    return;
+                }
+                Some(Claim::Releasing { .. }) => return,
             }
             entry.claims.insert(
                 instance,

@@ -114,9 +114,12 @@ impl Inner {
         // A freed handle's lock this command took over while it was being released.
         let mut taken_over: Option<(InstanceId, Claimed)> = None;
         let snap = loop {
+            // The `busy` list of the last attempt.
+            let mut sent = Vec::new();
             let attempt = self
                 .with_lock_retry(deadline, || {
                     let busy = self.busy(owner, handle.id);
+                    sent.clone_from(&busy);
                     let request = LoadRequest {
                         target: target.clone(),
                         held_version: None,
@@ -137,10 +140,13 @@ impl Inner {
                 {
                     taken_over = Some((instance, self.claim(owner, instance, handle.id).await?));
                 }
-                Ok(snap) => match self.claim_found(owner, snap.instance, handle.id) {
-                    Ok(()) => break Ok(snap),
-                    Err(e) => break Err(e),
-                },
+                Ok(snap) => {
+                    let in_busy = sent.contains(&snap.instance);
+                    match self.claim_found(owner, snap.instance, handle.id, in_busy) {
+                        Ok(()) => break Ok(snap),
+                        Err(e) => break Err(e),
+                    }
+                }
                 Err(e) => break Err(e),
             }
         };
@@ -164,6 +170,12 @@ impl Inner {
             Some(_) => None,
             None => Some(self.claim(owner, instance, handle.id).await?),
         };
+        // Unlocking a lock this handle holds: once the save commits, another handle of the owner
+        // may be granted the lock before this command returns, and take the claim over.
+        let unlocking = b.lock_version.is_some() && s.unlock;
+        if unlocking {
+            self.set_unlocking(owner, instance, handle.id, true);
+        }
         let request = SaveRequest {
             instance,
             held_version: b.lock_version,
@@ -198,6 +210,16 @@ impl Inner {
                 self.free_handle(handle);
             }
             (Err(_), Some(claimed)) => self.abandon(owner, instance, handle.id, claimed),
+            // Taken over by another handle: this save's unlock committed after all (its answer
+            // was lost), or the lock was gone before. Either way this handle holds nothing now.
+            // (If the claim is still this handle's, the guard clears its unlocking mark.)
+            (Err(_), None)
+                if unlocking && !self.set_unlocking(owner, instance, handle.id, false) =>
+            {
+                handle.state().lock_version = None;
+                self.free_handle(handle);
+                return Err(StoreError::LockLost { instance });
+            }
             _ => {}
         }
         self.bind_result(handle, owner, snap)
@@ -230,8 +252,9 @@ impl Inner {
                 Ok(owner_view(owner))
             }
             Some(snap) => {
+                // The provider never hands out an instance of `skip`.
                 let found = self
-                    .claim_found(owner, snap.instance, handle.id)
+                    .claim_found(owner, snap.instance, handle.id, false)
                     .map(|()| snap);
                 self.bind_result(handle, owner, found)
             }

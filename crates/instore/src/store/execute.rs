@@ -165,6 +165,9 @@ impl Inner {
                     }
                     !b.freed
                 };
+                if bound && snap.locked {
+                    self.confirm_held(owner, snap.instance, handle.id);
+                }
                 if bound || !snap.locked {
                     return Ok(view_of(owner, &snap, snap.locked && bound));
                 }
