@@ -73,6 +73,8 @@ pub struct PgProvider {
     clock: SharedClock,
     wake: Arc<watch::Sender<u64>>,
     listener: tokio::task::JoinHandle<()>,
+    /// When this provider last vacuumed the count deltas (`manage.rs`, `vacuum_count_deltas`).
+    deltas_vacuumed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Drop for PgProvider {
@@ -190,6 +192,7 @@ impl PgProvider {
             clock,
             wake,
             listener,
+            deltas_vacuumed: std::sync::Mutex::new(None),
         }))
     }
 

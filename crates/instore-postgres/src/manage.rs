@@ -352,6 +352,7 @@ impl PgProvider {
                 ],
             )
             .await?;
+        self.vacuum_count_deltas();
         let mut totals = Vec::new();
         for row in &rows {
             let total = Total {
@@ -367,6 +368,40 @@ impl PgProvider {
         Ok(totals)
     }
 }
+
+impl PgProvider {
+    /// Vacuums the count deltas in the background, at most once per [`DELTAS_VACUUM_EVERY`]:
+    /// folding deletes them, and until a vacuum every count reads the dead rows again (a million
+    /// saves leave a million; on a server with autovacuum off, or behind on this small table,
+    /// counts at 1M instances took 80 ms instead of under one). A vacuum of the folded table
+    /// reads only the pages with dead rows. Failures only delay the next try.
+    fn vacuum_count_deltas(&self) {
+        {
+            let mut last = self
+                .deltas_vacuumed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|at| at.elapsed() < DELTAS_VACUUM_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let pool = self.pool.clone();
+        let text = format!("vacuum {}.instance_count_deltas", self.s());
+        tokio::spawn(async move {
+            let vacuumed = match pool.get().await {
+                Ok(client) => client.batch_execute(&text).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = vacuumed {
+                tracing::debug!(error = %e, "vacuuming the count deltas failed");
+            }
+        });
+    }
+}
+
+/// How often a provider vacuums the count deltas it folds (see `vacuum_count_deltas`).
+const DELTAS_VACUUM_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How many instances share a condition, host type and machine.
 struct Total {
