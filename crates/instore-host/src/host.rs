@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use instore::{
     Command, CreateOwner, InstanceId, InstanceState, InstanceStore, KeyId, Load, LoadByKey,
-    OwnerId, PropertyBag, StoreError, StoreEvent, Value,
+    OwnerId, PropertyBag, Save, StoreError, StoreEvent, Value,
 };
 use instore_management::{owner_metadata, ControlEndpoint, EndpointRegistry};
 
@@ -527,6 +527,13 @@ impl Host {
             .instance
             .ok_or_else(|| StoreError::invalid("the load answered without an instance"))?;
         if view.state != InstanceState::Uninitialized {
+            // The load locked it: release it before answering, so a `resume_bookmark` right
+            // after finds it unlocked (dropping the handle would unlock it in the background,
+            // and a load in between would see it locked by this host).
+            let release = Save::default().and_unlock();
+            if let Err(e) = store.execute(&handle, release, inner.timeout()).await {
+                tracing::debug!(%instance, error = %e, "releasing an instance started twice failed");
+            }
             return Err(HostError::AlreadyStarted { instance });
         }
         let mut view = view;
