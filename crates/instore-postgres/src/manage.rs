@@ -387,10 +387,20 @@ impl PgProvider {
             *last = Some(std::time::Instant::now());
         }
         let pool = self.pool.clone();
-        let text = format!("vacuum {}.instance_count_deltas", self.s());
+        let text = format!("vacuum (skip_locked) {}.instance_count_deltas", self.s());
         tokio::spawn(async move {
             let vacuumed = match pool.get().await {
-                Ok(client) => client.batch_execute(&text).await.map_err(|e| e.to_string()),
+                Ok(object) => {
+                    // A connection of its own, out of the pool, so its lock timeout never
+                    // reaches the store's statements. The vacuum gives way at once to anything
+                    // holding or waiting for locks on the store's tables (a `drop schema`,
+                    // a migration): it is only an optimisation, and retried a minute later.
+                    let client = deadpool_postgres::Object::take(object);
+                    match client.batch_execute("set lock_timeout = '50ms'").await {
+                        Ok(()) => client.batch_execute(&text).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
                 Err(e) => Err(e.to_string()),
             };
             if let Err(e) = vacuumed {
