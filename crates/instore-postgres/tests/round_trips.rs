@@ -109,14 +109,16 @@ async fn pump(client: TcpStream, server: TcpStream, log: Arc<Mutex<Vec<Message>>
 }
 
 /// The messages of one operation, minus background work nobody waits for: the notification
-/// listener's own `LISTEN`, and the `VACUUM` of the count deltas a count may start on another
-/// connection (`manage.rs`, `vacuum_count_deltas`).
+/// listener's own `LISTEN`, and the `VACUUM` of the count deltas (with its `SET lock_timeout`) a
+/// count may start on another connection (`manage.rs`, `vacuum_count_deltas`).
 fn exchanges(messages: &[Message]) -> (usize, usize, Vec<String>) {
     let relevant: Vec<&Message> = messages
         .iter()
         .filter(|m| {
             let sql = m.sql.to_ascii_lowercase();
-            !sql.starts_with("listen") && !sql.starts_with("vacuum")
+            !sql.starts_with("listen")
+                && !sql.starts_with("vacuum")
+                && !sql.starts_with("set lock_timeout")
         })
         .collect();
     let syncs = relevant.iter().filter(|m| m.kind == b'S').count();
