@@ -13,11 +13,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use instore::{
-    ControlCommand, ExecutionStatus, InstanceId, Load, MetadataChange, PropertyBag, Save,
-    StoreError, SuspendChange, Value,
-};
-use instore_management::{ControlEndpoint, TERMINATION_REASON};
+use instore::{ControlCommand, InstanceId, Load, PropertyBag, StoreError};
+use instore_management::{store_level_save, ControlEndpoint};
 
 use crate::host::HostInner;
 use crate::runner::Loaded;
@@ -107,71 +104,27 @@ impl HostInner {
             allow_suspended: true,
         };
         let view = self.store.execute(&handle, load, self.timeout()).await?;
-        let save = match command {
-            ControlCommand::Suspend { reason } => Save {
-                suspend: SuspendChange::Suspend {
-                    reason: reason.clone(),
-                    exception: None,
-                },
-                ..Save::default()
+        if matches!(command, ControlCommand::Cancel) {
+            let ours = view
+                .host_type
+                .as_deref()
+                .is_some_and(|h| self.workflows.contains_key(h));
+            if ours {
+                let loaded = Loaded {
+                    handle,
+                    view,
+                    trigger: None,
+                    from_runnable: false,
+                };
+                return self.run_loaded(loaded, true).await;
             }
-            .and_unlock(),
-            ControlCommand::Resume => Save {
-                suspend: SuspendChange::Unsuspend,
-                ..Save::default()
-            }
-            .and_unlock(),
-            ControlCommand::Terminate { reason } => {
-                let mut save = Save {
-                    data: Some(view.data.clone()),
-                    status: ExecutionStatus::Terminated,
-                    suspend: SuspendChange::Unsuspend,
-                    ..Save::default()
-                }
-                .and_complete();
-                if !reason.is_empty() {
-                    save.metadata_changes.push((
-                        TERMINATION_REASON.into(),
-                        MetadataChange::Set(Value::String(reason.clone()).into()),
-                    ));
-                }
-                save
-            }
-            ControlCommand::Cancel => {
-                let ours = view
-                    .host_type
-                    .as_deref()
-                    .is_some_and(|h| self.workflows.contains_key(h));
-                if ours {
-                    let loaded = Loaded {
-                        handle,
-                        view,
-                        trigger: None,
-                        from_runnable: false,
-                    };
-                    return self.run_loaded(loaded, true).await;
-                }
-                // Not a host type of this host: leave the request for a host of its type.
-                Save {
-                    data: Some(view.data.clone()),
-                    timer: view.timer,
-                    bookmarks: view.bookmarks.clone(),
-                    status: ExecutionStatus::Executing,
-                    metadata_changes: vec![(
-                        instore_management::CANCEL_REQUESTED.into(),
-                        MetadataChange::Set(Value::Bool(true).into()),
-                    )],
-                    suspend: SuspendChange::Unsuspend,
-                    ..Save::default()
-                }
-                .and_unlock()
-            }
-            ControlCommand::Delete => {
-                return Err(StoreError::CommandNotSupported {
-                    command: "Delete".into(),
-                })
-            }
-        };
+            // Not a host type of this host: leave the request for a host of its type, as the
+            // management service does at the store level.
+        }
+        let save =
+            store_level_save(command, view).ok_or_else(|| StoreError::CommandNotSupported {
+                command: "Delete".into(),
+            })?;
         self.store.execute(&handle, save, self.timeout()).await?;
         Ok(())
     }

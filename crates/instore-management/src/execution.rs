@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{field, Instrument};
 
 use instore::{
-    CommandFailure, ControlCommand, ControlProvider, ExecutionStatus, InstanceStore, Load,
-    MetadataChange, QueueSettings, QueuedCommand, Save, StoreError, SuspendChange, Timestamp,
+    CommandFailure, ControlCommand, ControlProvider, ExecutionStatus, InstanceStore, InstanceView,
+    Load, MetadataChange, QueueSettings, QueuedCommand, Save, StoreError, SuspendChange, Timestamp,
     Value,
 };
 
@@ -145,51 +145,11 @@ impl Executor {
             allow_suspended: true,
         };
         let view = self.store.execute(&handle, load, timeout).await?;
-        let save = match &command.command {
-            ControlCommand::Suspend { reason } => Save {
-                suspend: SuspendChange::Suspend {
-                    reason: reason.clone(),
-                    exception: None,
-                },
-                unlock: true,
-                ..Save::default()
-            },
-            ControlCommand::Resume => Save {
-                suspend: SuspendChange::Unsuspend,
-                unlock: true,
-                ..Save::default()
-            },
-            ControlCommand::Terminate { reason } => {
-                let mut save = Save {
-                    data: Some(view.data),
-                    status: ExecutionStatus::Terminated,
-                    suspend: SuspendChange::Unsuspend,
-                    ..Save::default()
-                }
-                .and_complete();
-                if !reason.is_empty() {
-                    save.metadata_changes.push((
-                        TERMINATION_REASON.into(),
-                        MetadataChange::Set(Value::String(reason.clone()).into()),
-                    ));
-                }
-                save
+        let save = store_level_save(&command.command, view).ok_or_else(|| {
+            StoreError::CommandNotSupported {
+                command: "Delete".into(),
             }
-            ControlCommand::Cancel => Save {
-                data: Some(view.data),
-                timer: view.timer,
-                bookmarks: view.bookmarks,
-                status: ExecutionStatus::Executing,
-                metadata_changes: vec![(
-                    CANCEL_REQUESTED.into(),
-                    MetadataChange::Set(Value::Bool(true).into()),
-                )],
-                suspend: SuspendChange::Unsuspend,
-                unlock: true,
-                ..Save::default()
-            },
-            ControlCommand::Delete => unreachable!("Delete is executed before reaching the store"),
-        };
+        })?;
         self.store.execute(&handle, save, timeout).await?;
         Ok(())
     }
@@ -272,4 +232,59 @@ pub(crate) fn chain(error: &(dyn Error + 'static)) -> String {
         source = s.source();
     }
     message
+}
+
+/// The save that executes `command` at the store level on an instance loaded as `view`, locked
+/// by the executor (table at the top of this module): Suspend and Resume change the suspension
+/// and unlock, Terminate completes with status `Terminated`, Cancel records [`CANCEL_REQUESTED`]
+/// and makes the instance runnable. `None` for Delete, which the control provider executes
+/// itself. Shared with host runtimes applying a command to an instance they do not run.
+pub fn store_level_save(command: &ControlCommand, view: InstanceView) -> Option<Save> {
+    let save = match command {
+        ControlCommand::Suspend { reason } => Save {
+            suspend: SuspendChange::Suspend {
+                reason: reason.clone(),
+                exception: None,
+            },
+            unlock: true,
+            ..Save::default()
+        },
+        ControlCommand::Resume => Save {
+            suspend: SuspendChange::Unsuspend,
+            unlock: true,
+            ..Save::default()
+        },
+        ControlCommand::Terminate { reason } => {
+            let mut save = Save {
+                data: Some(view.data),
+                status: ExecutionStatus::Terminated,
+                suspend: SuspendChange::Unsuspend,
+                ..Save::default()
+            }
+            .and_complete();
+            if !reason.is_empty() {
+                save.metadata_changes.push((
+                    TERMINATION_REASON.into(),
+                    MetadataChange::Set(Value::String(reason.clone()).into()),
+                ));
+            }
+            save
+        }
+        ControlCommand::Cancel => Save {
+            data: Some(view.data),
+            timer: view.timer,
+            bookmarks: view.bookmarks,
+            status: ExecutionStatus::Executing,
+            metadata_changes: vec![(
+                CANCEL_REQUESTED.into(),
+                MetadataChange::Set(Value::Bool(true).into()),
+            )],
+            suspend: SuspendChange::Unsuspend,
+            unlock: true,
+            ..Save::default()
+        },
+        // The control provider executes it at once (SPEC §10 rule 1); it never reaches a store.
+        ControlCommand::Delete => return None,
+    };
+    Some(save)
 }

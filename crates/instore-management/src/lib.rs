@@ -77,7 +77,7 @@ pub use activation::{
     ENV_RUNNABLE_COUNT,
 };
 pub use endpoint::{owner_metadata, ControlEndpoint, EndpointRegistry, EndpointResolver};
-pub use execution::{CANCEL_REQUESTED, TERMINATION_REASON};
+pub use execution::{store_level_save, CANCEL_REQUESTED, TERMINATION_REASON};
 pub use http_endpoint::HttpEndpointResolver;
 pub use owner::ROLE;
 pub use service::{ManagementService, ManagementServiceBuilder, Nudge};
