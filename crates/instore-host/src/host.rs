@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use instore::{
-    Command, CreateOwner, InstanceId, InstanceState, InstanceStore, KeyId, Load, LoadByKey,
-    OwnerId, PropertyBag, Save, StoreError, StoreEvent, Value,
+    Command, CreateOwner, InstanceHandle, InstanceId, InstanceState, InstanceStore, KeyId, Load,
+    LoadByKey, OwnerId, PropertyBag, Save, StoreError, StoreEvent, Value,
 };
 use instore_management::{owner_metadata, ControlEndpoint, EndpointRegistry};
 
@@ -328,6 +328,17 @@ impl HostInner {
         self.settings.command_timeout
     }
 
+    /// Releases the lock `handle` took on `instance` for a call that then refused to run it,
+    /// before the call answers: dropping the handle would unlock it in the background, and a
+    /// `start` or `resume_bookmark` right after would find it still locked by this host
+    /// (`InstanceLocked`, or `HandleConflict` within one owner). Nothing is changed.
+    async fn release(&self, handle: &InstanceHandle, instance: InstanceId) {
+        let release = Save::default().and_unlock();
+        if let Err(e) = self.store.execute(handle, release, self.timeout()).await {
+            tracing::debug!(%instance, error = %e, "releasing a refused instance failed");
+        }
+    }
+
     /// Replaces a lost owner by the store's replacement (`OwnerRecovered`), or registers a new
     /// one if none came.
     async fn replace_owner(&self, host_type: Option<&str>, lost: OwnerId) {
@@ -527,13 +538,7 @@ impl Host {
             .instance
             .ok_or_else(|| StoreError::invalid("the load answered without an instance"))?;
         if view.state != InstanceState::Uninitialized {
-            // The load locked it: release it before answering, so a `resume_bookmark` right
-            // after finds it unlocked (dropping the handle would unlock it in the background,
-            // and a load in between would see it locked by this host).
-            let release = Save::default().and_unlock();
-            if let Err(e) = store.execute(&handle, release, inner.timeout()).await {
-                tracing::debug!(%instance, error = %e, "releasing an instance started twice failed");
-            }
+            inner.release(&handle, instance).await;
             return Err(HostError::AlreadyStarted { instance });
         }
         let mut view = view;
@@ -572,22 +577,25 @@ impl Host {
         let instance = view
             .instance
             .ok_or_else(|| StoreError::invalid("the load answered without an instance"))?;
-        if let Some(s) = &view.suspension {
-            return Err(StoreError::InstanceSuspended {
+        let host_type = view.host_type.clone().unwrap_or_default();
+        let refusal = if let Some(s) = &view.suspension {
+            Some(HostError::Store(StoreError::InstanceSuspended {
                 instance,
                 reason: s.reason.clone(),
-            }
-            .into());
-        }
-        if !view.bookmarks.iter().any(|b| b == bookmark) {
-            return Err(HostError::BookmarkNotFound {
+            }))
+        } else if !view.bookmarks.iter().any(|b| b == bookmark) {
+            Some(HostError::BookmarkNotFound {
                 instance,
                 bookmark: bookmark.to_owned(),
-            });
-        }
-        let host_type = view.host_type.clone().unwrap_or_default();
-        if !inner.workflows.contains_key(&host_type) {
-            return Err(HostError::UnknownHostType { host_type });
+            })
+        } else if !inner.workflows.contains_key(&host_type) {
+            Some(HostError::UnknownHostType { host_type })
+        } else {
+            None
+        };
+        if let Some(refusal) = refusal {
+            inner.release(&handle, instance).await;
+            return Err(refusal);
         }
         let _permit = inner.permits.clone().acquire_owned().await;
         let loaded = Loaded {
